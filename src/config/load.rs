@@ -1,0 +1,234 @@
+//! Reading `pipelines.yaml` and the SQL files it names, and every check that
+//! can be made before anything starts.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::{ColumnType, PipelineConfig, PipelinesFile};
+use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
+
+/// A parsed and checked configuration with the text of every SQL file.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    /// Directory relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    pub file: PipelinesFile,
+    /// Query SQL by (pipeline, query name): the file's path and its text.
+    pub sql: BTreeMap<(String, String), (PathBuf, String)>,
+}
+
+impl LoadedConfig {
+    pub fn resolve(&self, relative: &Path) -> PathBuf {
+        self.base_dir.join(relative)
+    }
+
+    pub fn pipeline(&self, name: &str) -> Result<&PipelineConfig> {
+        self.file.pipelines.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.file.pipelines.keys().map(String::as_str).collect();
+            Diagnostic::new(
+                self.path.display().to_string(),
+                None,
+                format!("no pipeline named `{name}`"),
+            )
+            .with_fix(format!("use one of: {}", known.join(", ")))
+            .into()
+        })
+    }
+
+    pub fn sql_of(&self, pipeline: &str, query: &str) -> &(PathBuf, String) {
+        // Invariant: `load` read the SQL of every query of every pipeline.
+        &self.sql[&(pipeline.to_string(), query.to_string())]
+    }
+}
+
+/// Loads and checks `path`; every problem found is reported at once.
+pub fn load(path: &Path) -> Result<LoadedConfig> {
+    let file_name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StreamSqlError::io(format!("cannot read {file_name}"), e))?;
+    let file: PipelinesFile = serde_yaml::from_str(&text).map_err(|e| {
+        Diagnostic::new(&file_name, e.location().map(|l| l.line()), e.to_string())
+            .at_column(e.location().map(|l| l.column()))
+            .with_fix("see the pipelines.yaml reference in README.md")
+    })?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut problems = Vec::new();
+    let mut sql = BTreeMap::new();
+    if file.pipelines.is_empty() {
+        problems.push(
+            Diagnostic::new(&file_name, Some(1), "no pipelines declared")
+                .with_fix("add a pipeline under the `pipelines:` key"),
+        );
+    }
+    for (name, pipeline) in &file.pipelines {
+        let at = Locator::new(&text, name);
+        check_pipeline(&file_name, name, pipeline, &at, &mut problems);
+        for query in &pipeline.queries {
+            let sql_path = base_dir.join(&query.sql);
+            match std::fs::read_to_string(&sql_path) {
+                Ok(body) => {
+                    sql.insert((name.clone(), query.name.clone()), (sql_path, body));
+                }
+                Err(e) => problems.push(
+                    Diagnostic::new(
+                        &file_name,
+                        at.line_of(&query.sql.display().to_string()),
+                        format!("query `{}`: cannot read {}: {e}", query.name, sql_path.display()),
+                    )
+                    .with_fix("the `sql:` path is relative to pipelines.yaml; create the file or fix the path"),
+                ),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(StreamSqlError::Invalid(Diagnostics(problems)));
+    }
+    Ok(LoadedConfig {
+        path: path.to_path_buf(),
+        base_dir,
+        file,
+        sql,
+    })
+}
+
+fn check_pipeline(
+    file: &str,
+    name: &str,
+    pipeline: &PipelineConfig,
+    at: &Locator<'_>,
+    problems: &mut Vec<Diagnostic>,
+) {
+    let mut report = |needle: &str, message: String, fix: &str| {
+        problems.push(
+            Diagnostic::new(
+                file,
+                at.line_of(needle),
+                format!("pipeline `{name}`: {message}"),
+            )
+            .with_fix(fix),
+        );
+    };
+    if pipeline.sources.is_empty() {
+        report(
+            "sources:",
+            "no sources declared".into(),
+            "declare at least one source",
+        );
+    }
+    let mut tables = HashSet::new();
+    for source in &pipeline.sources {
+        for table in [source.name.clone(), format!("{}_late", source.name)] {
+            if !tables.insert(table.clone()) {
+                report(
+                    &source.name,
+                    format!("table name `{table}` is declared twice"),
+                    "give every source a unique name",
+                );
+            }
+        }
+        if source.replay.batch_rows == 0 {
+            report(
+                "batch_rows:",
+                "batch_rows must be at least 1".into(),
+                "use for example `batch_rows: 8192`",
+            );
+        }
+        let mut columns = HashSet::new();
+        for column in &source.columns {
+            if !columns.insert(column.name.as_str()) {
+                report(
+                    &column.name,
+                    format!("column `{}` is declared twice", column.name),
+                    "rename one of them",
+                );
+            }
+            if column.name == "window_start" || column.name == "window_end" {
+                report(
+                    &column.name,
+                    format!("`{}` is reserved for window bounds", column.name),
+                    "rename the column",
+                );
+            }
+        }
+        match source
+            .columns
+            .iter()
+            .find(|c| c.name == source.event_time.column)
+        {
+            None => report(
+                &source.event_time.column,
+                format!(
+                    "event_time column `{}` is not among the columns of source `{}`",
+                    source.event_time.column, source.name
+                ),
+                &format!(
+                    "use one of: {}",
+                    source
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(c)
+                if !matches!(
+                    c.column_type,
+                    ColumnType::Int64 | ColumnType::Int32 | ColumnType::Timestamp
+                ) =>
+            {
+                report(
+                    &source.event_time.column,
+                    format!(
+                        "event_time column `{}` has type {:?}",
+                        c.name, c.column_type
+                    ),
+                    "event time must be an integer (with `unit: s|ms|us|ns`) or a timestamp column",
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    for query in &pipeline.queries {
+        if !tables.insert(query.name.clone()) {
+            report(
+                &query.name,
+                format!("query name `{}` is already a table name", query.name),
+                "give every query and source a unique name",
+            );
+        }
+    }
+}
+
+/// Finds the line of a value inside one pipeline's block of the YAML text.
+///
+/// serde_yaml reports positions only for syntax errors; for the checks above a
+/// search inside the pipeline's block finds the line a user needs to look at.
+struct Locator<'a> {
+    lines: Vec<&'a str>,
+    start: usize,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str, pipeline: &str) -> Self {
+        let lines: Vec<&str> = text.lines().collect();
+        let header = format!("{pipeline}:");
+        let start = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(&header))
+            .unwrap_or(0);
+        Self { lines, start }
+    }
+
+    fn line_of(&self, needle: &str) -> Option<usize> {
+        self.lines[self.start..]
+            .iter()
+            .position(|l| l.contains(needle))
+            .map(|i| self.start + i + 1)
+            .or(Some(self.start + 1))
+    }
+}

@@ -1,0 +1,265 @@
+//! The `pipelines.yaml` model: what a user declares, checked before anything runs.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), so a typo never silently
+//! turns into a default. [`load`] adds the checks serde cannot express and
+//! reports each problem with the file, line and a fix.
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+
+pub use load::{LoadedConfig, load};
+
+/// The whole `pipelines.yaml` file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinesFile {
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// One pipeline: sources, the queries over them, and where results go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default)]
+    pub description: String,
+    pub sources: Vec<SourceConfig>,
+    pub queries: Vec<QueryConfig>,
+    /// How often `update` queries emit their changed windows (processing time).
+    /// A replay that runs faster than real time triggers after every micro-batch.
+    #[serde(default = "default_trigger", with = "duration")]
+    pub trigger: Duration,
+    /// Where Parquet outputs and dead letters go; relative to pipelines.yaml.
+    pub output_dir: Option<PathBuf>,
+    /// How often sinks commit: a Parquet file is written per commit epoch.
+    #[serde(default = "default_commit_interval", with = "duration")]
+    pub commit_interval: Duration,
+}
+
+fn default_trigger() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// An event stream: where its bytes come from, how they decode, and its event time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The table name queries select from; `<name>_late` holds its late rows.
+    pub name: String,
+    pub format: Format,
+    pub replay: ReplayConfig,
+    pub columns: Vec<ColumnConfig>,
+    pub event_time: EventTimeConfig,
+    /// Bounded out-of-orderness: watermark = max event time seen - this delay.
+    #[serde(with = "duration")]
+    pub watermark_delay: Duration,
+    #[serde(default)]
+    pub csv: CsvOptions,
+}
+
+impl SourceConfig {
+    /// The Arrow schema of the source's rows, as declared.
+    pub fn schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.column_type.data_type(), true))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// Whether each replayed file starts with a header line to skip.
+    #[serde(default)]
+    pub header: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            delimiter: default_delimiter(),
+            header: false,
+        }
+    }
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+/// The embedded default source: replays the lines of local files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// A glob, relative to pipelines.yaml; matches are replayed in name order.
+    /// Files ending in `.gz` are decompressed.
+    pub path: String,
+    /// Rows per micro-batch.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
+
+fn default_batch_rows() -> usize {
+    8192
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+}
+
+/// Column types an analyst can declare, with the names SQL users know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    #[serde(alias = "int", alias = "integer")]
+    Int32,
+    #[serde(alias = "bigint", alias = "long")]
+    Int64,
+    #[serde(alias = "double")]
+    Float64,
+    #[serde(alias = "float")]
+    Float32,
+    #[serde(alias = "string", alias = "varchar", alias = "text")]
+    Utf8,
+    #[serde(alias = "bool")]
+    Boolean,
+    /// An ISO-8601 / RFC 3339 timestamp string, stored as UTC milliseconds.
+    Timestamp,
+}
+
+impl ColumnType {
+    pub fn data_type(self) -> DataType {
+        match self {
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Float32 => DataType::Float32,
+            ColumnType::Utf8 => DataType::Utf8,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeConfig {
+    pub column: String,
+    /// Unit of an integer event-time column; ignored for `timestamp` columns.
+    #[serde(default)]
+    pub unit: EventTimeUnit,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventTimeUnit {
+    S,
+    #[default]
+    Ms,
+    Us,
+    Ns,
+}
+
+impl EventTimeUnit {
+    /// How many of this unit make one millisecond (or, for seconds, the inverse).
+    pub fn to_millis(self, value: i64) -> i64 {
+        match self {
+            EventTimeUnit::S => value.saturating_mul(1000),
+            EventTimeUnit::Ms => value,
+            EventTimeUnit::Us => value.div_euclid(1_000),
+            EventTimeUnit::Ns => value.div_euclid(1_000_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The query's result table name (for sinks, downstream queries, `query`).
+    pub name: String,
+    /// Path of the `.sql` file, relative to pipelines.yaml.
+    pub sql: PathBuf,
+    #[serde(default)]
+    pub emit: EmitMode,
+    /// Written as `- parquet: {}`, `- console: { rows: 5 }`.
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// When a windowed query emits rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmitMode {
+    /// Every window whose value changed, at every trigger (for upserts).
+    Update,
+    /// Each window once, when the watermark passes its end (for append-only sinks).
+    #[default]
+    Final,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// Parquet files under `<output_dir>/<query>/`, one per commit epoch.
+    Parquet(ParquetSinkConfig),
+    /// Prints the first rows emitted to the terminal.
+    Console(ConsoleSinkConfig),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSinkConfig {
+    /// How many rows to print in all (the rest are only counted).
+    #[serde(default = "default_console_rows")]
+    pub rows: usize,
+}
+
+fn default_console_rows() -> usize {
+    20
+}
+
+/// `30s`, `2m`, `500ms`: human-readable durations in YAML.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{text}` ({e}); write it like `30s`, `2m` or `500ms`"
+            ))
+        })
+    }
+}

@@ -1,0 +1,17 @@
+//! streamsql: SQL-first streaming analytics on Apache Arrow and DataFusion.
+//!
+//! One folder per pipeline stage, in the order data flows:
+//! [`source`] (replay, decode) -> [`window`] (the stateful operator, planned by
+//! [`plan`]) -> [`sink`], driven by [`runtime`] from [`config`].
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod plan;
+pub mod runtime;
+pub mod sample;
+pub mod sink;
+pub mod source;
+pub mod window;
+
+pub use error::{Result, StreamSqlError};

@@ -1,0 +1,413 @@
+//! Planning one query and splitting its plan at the windowed aggregate.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::config::Dialect;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::streaming::StreamingTableExec;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+
+use super::slot::BatchSlot;
+use super::window_sql::{WindowCall, rewrite_window};
+use crate::config::EmitMode;
+use crate::error::{Diagnostic, Result, StreamSqlError};
+use crate::window::{GroupColumn, WindowedAggregate};
+
+/// A table a query may select from.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub role: TableRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableRole {
+    /// A source; `event_time` names its event-time column.
+    Source { event_time: String },
+    /// A source's late rows.
+    Late,
+    /// Another query's results.
+    Query,
+}
+
+/// How a planned query runs.
+pub enum QueryShape {
+    /// Filters and projections: the whole plan runs on each micro-batch.
+    Stateless { plan: Arc<dyn ExecutionPlan> },
+    /// `pre` runs on each micro-batch and feeds the window operator; `post`
+    /// runs on the rows the operator emits (through `post_input`).
+    Windowed {
+        call: WindowCall,
+        pre: Arc<dyn ExecutionPlan>,
+        aggregate: WindowedAggregate,
+        post_input: BatchSlot,
+        post: Arc<dyn ExecutionPlan>,
+    },
+}
+
+/// One query, planned.
+pub struct QueryPlan {
+    pub name: String,
+    pub emit: EmitMode,
+    /// The one table it reads, and the slot its rows go in.
+    pub input: String,
+    pub input_slot: BatchSlot,
+    pub input_schema: SchemaRef,
+    pub shape: QueryShape,
+    pub output_schema: SchemaRef,
+    pub task_ctx: Arc<TaskContext>,
+}
+
+/// The two columns a windowed query's source gains: each row's pane bounds.
+pub fn with_window_columns(schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for name in ["window_start", "window_end"] {
+        fields.push(Field::new(
+            name,
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn new_context() -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false);
+    let ctx = SessionContext::new_with_config(config);
+    // This rule turns `count(DISTINCT x)` into two stacked aggregates; our
+    // operator keeps the distinct set as partial state of one aggregate.
+    ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+    ctx
+}
+
+/// Turns a DataFusion error about a SQL file into a diagnostic with its position.
+fn sql_diagnostic(file: &str, error: DataFusionError, fix: &str) -> Diagnostic {
+    let (line, column, helps) = match error.diagnostic() {
+        Some(d) => {
+            let span = d.span.or_else(|| d.notes.iter().find_map(|n| n.span));
+            let helps: Vec<String> = d.helps.iter().map(|h| h.message.clone()).collect();
+            (
+                span.map(|s| s.start.line as usize).filter(|l| *l > 0),
+                span.map(|s| s.start.column as usize),
+                helps,
+            )
+        }
+        None => (None, None, Vec::new()),
+    };
+    let message = error.strip_backtrace().replace('\n', " ");
+    let fix = if helps.is_empty() {
+        fix.to_string()
+    } else {
+        helps.join("; ")
+    };
+    Diagnostic::new(file, line.or(Some(1)), message)
+        .at_column(column)
+        .with_fix(fix)
+}
+
+impl QueryPlan {
+    /// Plans `sql` (read from `file`) against `tables`.
+    pub async fn build(
+        name: &str,
+        file: &Path,
+        sql: &str,
+        emit: EmitMode,
+        tables: &[TableDef],
+    ) -> Result<Self> {
+        let file_name = file.display().to_string();
+        let ctx = new_context();
+        let state = ctx.state();
+        let mut statement = state
+            .sql_to_statement(sql, &Dialect::Generic)
+            .map_err(|e| {
+                sql_diagnostic(&file_name, e, "a query file holds one SELECT statement")
+            })?;
+        let call = match &mut statement {
+            DFStatement::Statement(inner) => rewrite_window(inner, &file_name)?,
+            _ => {
+                return Err(Diagnostic::new(&file_name, Some(1), "not a query")
+                    .with_fix("a query file holds one SELECT statement")
+                    .into());
+            }
+        };
+        let mut slots = Vec::new();
+        for table in tables {
+            let schema = match (&table.role, &call) {
+                (TableRole::Source { .. }, Some(_)) => with_window_columns(&table.schema),
+                _ => Arc::clone(&table.schema),
+            };
+            let slot = BatchSlot::new(Arc::clone(&schema));
+            let provider =
+                StreamingTable::try_new(Arc::clone(&schema), vec![Arc::new(slot.clone())])?;
+            ctx.register_table(table.name.as_str(), Arc::new(provider))?;
+            slots.push((table, slot, schema));
+        }
+        let logical = state.statement_to_plan(statement).await.map_err(|e| {
+            sql_diagnostic(
+                &file_name,
+                e,
+                "tables are the sources, `<source>_late` and earlier queries of the pipeline",
+            )
+        })?;
+        let read = tables_read(&logical)?;
+        let input = match read.len() {
+            1 => read.into_iter().next().unwrap_or_default(),
+            0 => {
+                return Err(
+                    Diagnostic::new(&file_name, Some(1), "the query reads no table")
+                        .with_fix("select FROM a source, `<source>_late` or an earlier query")
+                        .into(),
+                );
+            }
+            _ => {
+                return Err(Diagnostic::new(
+                    &file_name,
+                    Some(1),
+                    format!(
+                        "the query reads {} tables ({}); a query reads one stream",
+                        read.len(),
+                        read.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .with_fix("split it into one query per stream and combine them downstream")
+                .into());
+            }
+        };
+        let Some((table, input_slot, input_schema)) =
+            slots.into_iter().find(|(t, _, _)| t.name == input)
+        else {
+            return Err(StreamSqlError::Internal(format!(
+                "planned table {input} is not registered"
+            )));
+        };
+        if let Some(call) = &call {
+            let at = Diagnostic::new(&file_name, Some(call.line), String::new())
+                .at_column(Some(call.column));
+            match &table.role {
+                TableRole::Source { event_time } if *event_time == call.time_column => {}
+                TableRole::Source { event_time } => {
+                    return Err(Diagnostic {
+                        message: format!("windows are on the source's event time `{event_time}`, not `{}`", call.time_column),
+                        fix: format!("write the window on `{event_time}` (declared as event_time in pipelines.yaml)"),
+                        ..at
+                    }
+                    .into());
+                }
+                _ => {
+                    return Err(Diagnostic {
+                        message: format!("`{}` has no event time to window by", table.name),
+                        fix: "window a source directly; rule queries over window results come without a window".into(),
+                        ..at
+                    }
+                    .into());
+                }
+            }
+        }
+        let physical = state.create_physical_plan(&logical).await?;
+        let task_ctx = ctx.task_ctx();
+        let output_schema = physical.schema();
+        let shape = match call {
+            None => {
+                if let Some(agg) = find_aggregate(&physical) {
+                    let _ = agg;
+                    return Err(Diagnostic::new(
+                        &file_name,
+                        Some(1),
+                        "GROUP BY without a window keeps state forever",
+                    )
+                    .with_fix(
+                        "group by TUMBLE(...), HOP(...) or SESSION(...) on the event time column",
+                    )
+                    .into());
+                }
+                QueryShape::Stateless { plan: physical }
+            }
+            Some(call) => split_windowed(&file_name, call, physical)?,
+        };
+        Ok(Self {
+            name: name.to_string(),
+            emit,
+            input,
+            input_slot,
+            input_schema,
+            shape,
+            output_schema,
+            task_ctx,
+        })
+    }
+
+    /// Human-readable plan, for `explain`.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "query {} (reads {}, emit {})\n",
+            self.name,
+            self.input,
+            format!("{:?}", self.emit).to_lowercase()
+        );
+        match &self.shape {
+            QueryShape::Stateless { plan } => {
+                out.push_str("  per micro-batch:\n");
+                out.push_str(&indent(
+                    &displayable(plan.as_ref()).indent(true).to_string(),
+                ));
+            }
+            QueryShape::Windowed {
+                call,
+                pre,
+                aggregate,
+                post,
+                ..
+            } => {
+                out.push_str("  per micro-batch (feeds the window operator):\n");
+                out.push_str(&indent(&displayable(pre.as_ref()).indent(true).to_string()));
+                let keys: Vec<&str> = aggregate.keys.iter().map(|(_, n)| n.as_str()).collect();
+                let aggs: Vec<&str> = aggregate.aggregates.iter().map(|a| a.name()).collect();
+                out.push_str(&format!(
+                    "  window operator: {} on `{}`, keys [{}], aggregates [{}]\n",
+                    call.spec,
+                    call.time_column,
+                    keys.join(", "),
+                    aggs.join(", ")
+                ));
+                out.push_str("  on emitted rows:\n");
+                out.push_str(&indent(
+                    &displayable(post.as_ref()).indent(true).to_string(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn tables_read(plan: &LogicalPlan) -> Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            names.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(names)
+}
+
+/// The top-most aggregate of a physical plan.
+fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    if plan.is::<AggregateExec>() {
+        return Some(Arc::clone(plan));
+    }
+    plan.children().into_iter().find_map(find_aggregate)
+}
+
+fn split_windowed(
+    file: &str,
+    call: WindowCall,
+    physical: Arc<dyn ExecutionPlan>,
+) -> Result<QueryShape> {
+    let unsupported = |what: &str| -> StreamSqlError {
+        Diagnostic::new(
+            file,
+            Some(call.line),
+            format!("cannot run this windowed query incrementally: {what}"),
+        )
+        .at_column(Some(call.column))
+        .with_fix(
+            "keep one windowed GROUP BY per query; put further aggregation in a downstream query",
+        )
+        .into()
+    };
+    let top = find_aggregate(&physical).ok_or_else(|| unsupported("no aggregate found"))?;
+    let top_exec = top
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| StreamSqlError::Internal("aggregate downcast".into()))?;
+    // A two-phase plan computes per-row work in the Partial aggregate.
+    let lower = match top_exec.mode() {
+        AggregateMode::Final | AggregateMode::FinalPartitioned => top_exec
+            .input()
+            .children()
+            .into_iter()
+            .chain(std::iter::once(top_exec.input()))
+            .find_map(find_aggregate)
+            .ok_or_else(|| unsupported("final aggregate without partial"))?,
+        _ => Arc::clone(&top),
+    };
+    let lower_exec = lower
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| StreamSqlError::Internal("aggregate downcast".into()))?;
+    if find_aggregate(lower_exec.input()).is_some() {
+        return Err(unsupported("an aggregate below the windowed aggregate"));
+    }
+    if !lower_exec.group_expr().is_single() {
+        return Err(unsupported("GROUPING SETS, CUBE and ROLLUP"));
+    }
+    let mut pane_start = None;
+    let mut keys = Vec::new();
+    let mut group_columns = Vec::new();
+    for (expr, name) in lower_exec.group_expr().expr() {
+        let column = expr.downcast_ref::<Column>().map(Column::name);
+        match column {
+            Some("window_start") => {
+                pane_start = Some(Arc::clone(expr));
+                group_columns.push(GroupColumn::WindowStart);
+            }
+            Some("window_end") => group_columns.push(GroupColumn::WindowEnd),
+            _ => {
+                group_columns.push(GroupColumn::Key(keys.len()));
+                keys.push((Arc::clone(expr), name.clone()));
+            }
+        }
+    }
+    let pane_start = pane_start.ok_or_else(|| unsupported("window_start is not a group column"))?;
+    let aggregate = WindowedAggregate {
+        spec: call.spec,
+        pane_start,
+        keys,
+        group_columns,
+        aggregates: lower_exec.aggr_expr().to_vec(),
+        filters: lower_exec.filter_expr().to_vec(),
+        output_schema: top.schema(),
+    };
+    let pre = Arc::clone(lower_exec.input());
+    let post_input = BatchSlot::new(top.schema());
+    let leaf: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(
+        top.schema(),
+        vec![Arc::new(post_input.clone())],
+        None,
+        Vec::new(),
+        false,
+        None,
+    )?);
+    let post = physical
+        .transform_down(|node| {
+            Ok(if Arc::ptr_eq(&node, &top) {
+                Transformed::new(Arc::clone(&leaf), true, TreeNodeRecursion::Jump)
+            } else {
+                Transformed::no(node)
+            })
+        })?
+        .data;
+    Ok(QueryShape::Windowed {
+        call,
+        pre,
+        aggregate,
+        post_input,
+        post,
+    })
+}

@@ -1,0 +1,437 @@
+//! The micro-batch loop: pull a batch from a source, split off late rows, run
+//! every query in declaration order (each may read what earlier ones emitted),
+//! advance the watermark, close windows, and commit sinks every epoch.
+
+mod progress;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use crate::config::{LoadedConfig, PipelineConfig, SinkConfig};
+use crate::error::{Diagnostics, Result, StreamSqlError};
+use crate::plan::{BatchSlot, QueryPlan, QueryShape, TableDef, TableRole};
+use crate::sink::{ConsoleSink, DeadLetterSink, ParquetSink, Sink};
+use crate::source::{FileReplay, SourceBatch};
+use crate::window::{WindowOperator, WindowSpec};
+pub use progress::Summary;
+
+/// Plans every query of a pipeline, reporting all problems at once.
+pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<Vec<QueryPlan>> {
+    let pipeline = loaded.pipeline(name)?;
+    let mut tables = Vec::new();
+    for source in &pipeline.sources {
+        let schema = source.schema();
+        tables.push(TableDef {
+            name: source.name.clone(),
+            schema: Arc::clone(&schema),
+            role: TableRole::Source {
+                event_time: source.event_time.column.clone(),
+            },
+        });
+        tables.push(TableDef {
+            name: format!("{}_late", source.name),
+            schema,
+            role: TableRole::Late,
+        });
+    }
+    let mut plans = Vec::new();
+    let mut problems = Vec::new();
+    for query in &pipeline.queries {
+        let (path, sql) = loaded.sql_of(name, &query.name);
+        match QueryPlan::build(&query.name, path, sql, query.emit, &tables).await {
+            Ok(plan) => {
+                tables.push(TableDef {
+                    name: query.name.clone(),
+                    schema: Arc::clone(&plan.output_schema),
+                    role: TableRole::Query,
+                });
+                plans.push(plan);
+            }
+            Err(StreamSqlError::Invalid(Diagnostics(found))) => problems.extend(found),
+            Err(other) => return Err(other),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(StreamSqlError::Invalid(Diagnostics(problems)));
+    }
+    Ok(plans)
+}
+
+/// Options of `streamsql run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides the pipeline's `output_dir`.
+    pub output_dir: Option<PathBuf>,
+    /// Print the live progress line.
+    pub progress: bool,
+}
+
+struct SourceRuntime {
+    name: String,
+    delay: i64,
+    replay: FileReplay,
+    /// Watermark in UTC ms; `i64::MIN` until the first row.
+    watermark: i64,
+    late_sink: ParquetSink,
+    done: bool,
+}
+
+struct QueryRuntime {
+    plan: QueryPlan,
+    /// Index of the source it windows, with the operator.
+    window: Option<(usize, WindowOperator)>,
+    sinks: Vec<Sink>,
+    rows_out: u64,
+}
+
+pub struct Pipeline {
+    name: String,
+    config: PipelineConfig,
+    sources: Vec<SourceRuntime>,
+    queries: Vec<QueryRuntime>,
+    dead_letters: DeadLetterSink,
+    output_dir: PathBuf,
+    epoch: u64,
+}
+
+impl Pipeline {
+    pub async fn build(loaded: &LoadedConfig, name: &str, options: &RunOptions) -> Result<Self> {
+        let config = loaded.pipeline(name)?.clone();
+        let plans = plan_pipeline(loaded, name).await?;
+        let output_dir = options.output_dir.clone().unwrap_or_else(|| {
+            config
+                .output_dir
+                .as_ref()
+                .map(|d| loaded.resolve(d))
+                .unwrap_or_else(|| loaded.resolve(&PathBuf::from("output").join(name)))
+        });
+        let mut sources = Vec::new();
+        for source in &config.sources {
+            sources.push(SourceRuntime {
+                name: source.name.clone(),
+                delay: source.watermark_delay.as_millis() as i64,
+                replay: FileReplay::start(source, &loaded.base_dir)?,
+                watermark: i64::MIN,
+                late_sink: ParquetSink::create(
+                    &output_dir.join(format!("{}_late", source.name)),
+                    source.schema(),
+                )?,
+                done: false,
+            });
+        }
+        let mut queries = Vec::new();
+        for (plan, query) in plans.into_iter().zip(&config.queries) {
+            let window = match &plan.shape {
+                QueryShape::Windowed { aggregate, pre, .. } => {
+                    let source = sources
+                        .iter()
+                        .position(|s| s.name == plan.input)
+                        .ok_or_else(|| {
+                            StreamSqlError::Internal(format!("{} windows a non-source", plan.name))
+                        })?;
+                    Some((
+                        source,
+                        WindowOperator::new(aggregate.clone(), &pre.schema(), plan.emit)?,
+                    ))
+                }
+                QueryShape::Stateless { .. } => None,
+            };
+            let mut sinks = Vec::new();
+            for sink in &query.sinks {
+                sinks.push(match sink {
+                    SinkConfig::Parquet(_) => Sink::Parquet(ParquetSink::create(
+                        &output_dir.join(&plan.name),
+                        Arc::clone(&plan.output_schema),
+                    )?),
+                    SinkConfig::Console(c) => Sink::Console(ConsoleSink::new(&plan.name, c.rows)),
+                });
+            }
+            queries.push(QueryRuntime {
+                plan,
+                window,
+                sinks,
+                rows_out: 0,
+            });
+        }
+        let dead_letters = DeadLetterSink::create(&output_dir.join("dead_letters"))?;
+        Ok(Self {
+            name: name.to_string(),
+            config,
+            sources,
+            queries,
+            dead_letters,
+            output_dir,
+            epoch: 0,
+        })
+    }
+
+    pub fn output_dir(&self) -> &PathBuf {
+        &self.output_dir
+    }
+
+    /// Runs until every source is exhausted, then flushes all windows.
+    pub async fn run(mut self, options: &RunOptions) -> Result<Summary> {
+        let mut summary = Summary::new(&self.name);
+        let started = Instant::now();
+        let mut last_commit = Instant::now();
+        let mut last_trigger = Instant::now();
+        let mut progress = progress::Progress::new(options.progress);
+        let mut next = 0;
+        while let Some(index) = self.next_source(next) {
+            next = index + 1;
+            let batch = match self.sources[index].replay.next_batch().await {
+                Some(batch) => batch?,
+                None => {
+                    self.sources[index].done = true;
+                    continue;
+                }
+            };
+            let trigger = last_trigger.elapsed() >= self.config.trigger;
+            if trigger {
+                last_trigger = Instant::now();
+            }
+            self.process(index, batch, trigger, &mut summary).await?;
+            if last_commit.elapsed() >= self.config.commit_interval {
+                self.commit()?;
+                last_commit = Instant::now();
+            }
+            progress.update(
+                &summary,
+                &self.watermarks(),
+                self.state_size(),
+                started.elapsed(),
+            );
+        }
+        // End of a finite input: every window is complete.
+        for index in 0..self.sources.len() {
+            self.flush_source(index).await?;
+        }
+        self.commit()?;
+        summary.elapsed = started.elapsed();
+        summary.rows_out = self
+            .queries
+            .iter()
+            .map(|q| (q.plan.name.clone(), q.rows_out))
+            .collect();
+        summary.dead_letters = self.dead_letters.counts.clone();
+        progress.finish();
+        Ok(summary)
+    }
+
+    /// The next source with data, round-robin from `from`.
+    fn next_source(&self, from: usize) -> Option<usize> {
+        let n = self.sources.len();
+        (0..n)
+            .map(|i| (from + i) % n)
+            .find(|&i| !self.sources[i].done)
+    }
+
+    fn watermarks(&self) -> Vec<(String, i64)> {
+        self.sources
+            .iter()
+            .map(|s| (s.name.clone(), s.watermark))
+            .collect()
+    }
+
+    fn state_size(&self) -> (usize, usize) {
+        self.queries
+            .iter()
+            .filter_map(|q| q.window.as_ref().map(|(_, op)| op.state_size()))
+            .fold((0, 0), |(k, b), (k2, b2)| (k + k2, b + b2))
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        for query in &mut self.queries {
+            for sink in &mut query.sinks {
+                sink.commit(self.epoch)?;
+            }
+        }
+        for source in &mut self.sources {
+            source.late_sink.commit(self.epoch)?;
+        }
+        self.dead_letters.commit(self.epoch)?;
+        self.epoch += 1;
+        Ok(())
+    }
+
+    async fn process(
+        &mut self,
+        index: usize,
+        batch: SourceBatch,
+        trigger: bool,
+        summary: &mut Summary,
+    ) -> Result<()> {
+        self.dead_letters.write(&batch.dead_letters);
+        summary.events_in += batch.rows.num_rows() as u64;
+        let source = &self.sources[index];
+        let from = source.watermark;
+        let max_time = batch.event_time.iter().copied().max().unwrap_or(i64::MIN);
+        let to = from.max(max_time.saturating_sub(source.delay));
+        // A row is late for a windowed query when all its windows there are
+        // closed; it goes to `<source>_late` when late for any of them.
+        let mut open_rows: HashMap<usize, BooleanArray> = HashMap::new();
+        let mut late = vec![false; batch.rows.num_rows()];
+        for (q, query) in self.queries.iter().enumerate() {
+            if let Some((s, op)) = &query.window
+                && *s == index
+            {
+                let spec = op.spec();
+                let open: BooleanArray = batch
+                    .event_time
+                    .iter()
+                    .map(|t| Some(spec.last_end(*t) > from))
+                    .collect();
+                for (l, o) in late.iter_mut().zip(open.values().iter()) {
+                    *l |= !o;
+                }
+                open_rows.insert(q, open);
+            }
+        }
+        let late_rows = filter_record_batch(&batch.rows, &BooleanArray::from(late))?;
+        summary.late += late_rows.num_rows() as u64;
+        self.sources[index].late_sink.write(&late_rows)?;
+        let name = self.sources[index].name.clone();
+        let streams = HashMap::from([
+            (name.clone(), vec![batch.rows.clone()]),
+            (format!("{name}_late"), vec![late_rows]),
+        ]);
+        let step = Step::Batch {
+            batch: &batch,
+            open_rows: &open_rows,
+            trigger,
+        };
+        self.run_queries(index, streams, step, from, to).await?;
+        self.sources[index].watermark = to;
+        Ok(())
+    }
+
+    /// The input of source `index` is exhausted: every window is complete.
+    async fn flush_source(&mut self, index: usize) -> Result<()> {
+        let from = self.sources[index].watermark;
+        self.run_queries(index, HashMap::new(), Step::Flush, from, i64::MAX)
+            .await?;
+        self.sources[index].watermark = i64::MAX;
+        Ok(())
+    }
+
+    /// Runs every query in declaration order on what this step brings: each
+    /// reads `streams[its input]`, and its output becomes a stream too.
+    async fn run_queries(
+        &mut self,
+        index: usize,
+        mut streams: HashMap<String, Vec<RecordBatch>>,
+        step: Step<'_>,
+        from: i64,
+        to: i64,
+    ) -> Result<()> {
+        for (q, query) in self.queries.iter_mut().enumerate() {
+            let output = match (&query.plan.shape, &mut query.window) {
+                (QueryShape::Stateless { plan }, _) => match streams.get(&query.plan.input) {
+                    Some(input) => {
+                        run_plan(&query.plan.input_slot, input.clone(), plan, &query.plan).await?
+                    }
+                    None => continue,
+                },
+                (
+                    QueryShape::Windowed {
+                        pre,
+                        post_input,
+                        post,
+                        ..
+                    },
+                    Some((s, operator)),
+                ) if *s == index => {
+                    let mut emitted = Vec::new();
+                    match &step {
+                        Step::Batch {
+                            batch,
+                            open_rows,
+                            trigger,
+                        } => {
+                            let rows = with_window_columns(
+                                &batch.rows,
+                                &batch.event_time,
+                                operator.spec(),
+                            )?;
+                            let rows = filter_record_batch(&rows, &open_rows[&q])?;
+                            for input in
+                                run_plan(&query.plan.input_slot, vec![rows], pre, &query.plan)
+                                    .await?
+                            {
+                                operator.update(&input)?;
+                            }
+                            if *trigger {
+                                emitted.extend(operator.trigger(from)?);
+                            }
+                        }
+                        Step::Flush => emitted.extend(operator.trigger(from)?),
+                    }
+                    emitted.extend(operator.advance(from, to)?);
+                    if emitted.is_empty() {
+                        continue;
+                    }
+                    run_plan(post_input, emitted, post, &query.plan).await?
+                }
+                _ => continue,
+            };
+            for sink in &mut query.sinks {
+                for out in &output {
+                    sink.write(out)?;
+                }
+            }
+            query.rows_out += output.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            streams.insert(query.plan.name.clone(), output);
+        }
+        Ok(())
+    }
+}
+
+/// What a pass over the queries brings.
+enum Step<'a> {
+    /// A micro-batch; `open_rows[q]` marks the rows windowed query `q` admits.
+    Batch {
+        batch: &'a SourceBatch,
+        open_rows: &'a HashMap<usize, BooleanArray>,
+        trigger: bool,
+    },
+    /// End of input: emit pending updates and close every window.
+    Flush,
+}
+
+/// Puts `input` in `slot` and runs `plan` over it.
+async fn run_plan(
+    slot: &BatchSlot,
+    input: Vec<RecordBatch>,
+    plan: &Arc<dyn ExecutionPlan>,
+    query: &QueryPlan,
+) -> Result<Vec<RecordBatch>> {
+    slot.fill(input);
+    let out = collect(Arc::clone(plan), Arc::clone(&query.task_ctx)).await?;
+    Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
+}
+
+/// Appends each row's pane bounds as `window_start`/`window_end` (for
+/// sessions: the lone event's session `[t, t + gap)`).
+fn with_window_columns(
+    rows: &RecordBatch,
+    event_time: &[i64],
+    spec: WindowSpec,
+) -> Result<RecordBatch> {
+    let starts: Vec<i64> = event_time.iter().map(|t| spec.pane_start(*t)).collect();
+    let width = spec.pane().unwrap_or(match spec {
+        WindowSpec::Session { gap } => gap,
+        _ => 0,
+    });
+    let ends: Vec<i64> = starts.iter().map(|s| s.saturating_add(width)).collect();
+    let schema = crate::plan::with_window_columns(rows.schema_ref());
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
+    columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

@@ -1,0 +1,114 @@
+//! The live progress line and the end-of-run summary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// What a run did, printed at the end.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub pipeline: String,
+    pub events_in: u64,
+    pub late: u64,
+    pub rows_out: Vec<(String, u64)>,
+    pub dead_letters: BTreeMap<(String, String), u64>,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn new(pipeline: &str) -> Self {
+        Self {
+            pipeline: pipeline.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn events_per_second(&self) -> f64 {
+        self.events_in as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "pipeline {}: {} events in {:.2} s ({:.0} events/s), {} late",
+            self.pipeline,
+            self.events_in,
+            self.elapsed.as_secs_f64(),
+            self.events_per_second(),
+            self.late
+        )?;
+        for (query, rows) in &self.rows_out {
+            writeln!(f, "  query {query}: {rows} rows out")?;
+        }
+        if self.dead_letters.is_empty() {
+            writeln!(f, "  dead letters: none")?;
+        }
+        for ((source, kind), count) in &self.dead_letters {
+            writeln!(f, "  dead letters from {source}: {count} ({kind})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Rewrites one terminal line about once a second; silent when stderr is not
+/// a terminal or progress is off.
+pub struct Progress {
+    enabled: bool,
+    last: Instant,
+}
+
+impl Progress {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled: enabled && std::io::stderr().is_terminal(),
+            last: Instant::now(),
+        }
+    }
+
+    pub fn update(
+        &mut self,
+        summary: &Summary,
+        watermarks: &[(String, i64)],
+        state: (usize, usize),
+        elapsed: Duration,
+    ) {
+        if !self.enabled || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        let rate = summary.events_in as f64 / elapsed.as_secs_f64().max(1e-9);
+        let marks: Vec<String> = watermarks
+            .iter()
+            .map(|(s, w)| format!("{s} wm {}", format_millis(*w)))
+            .collect();
+        eprint!(
+            "\r{} events ({rate:.0}/s) | {} | late {} | state {} groups, {:.1} MB   ",
+            summary.events_in,
+            marks.join(", "),
+            summary.late,
+            state.0,
+            state.1 as f64 / 1e6
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    pub fn finish(&self) {
+        if self.enabled {
+            eprintln!();
+        }
+    }
+}
+
+/// A watermark for people: ISO time, or `-` before the first event.
+pub fn format_millis(ms: i64) -> String {
+    if ms == i64::MIN {
+        return "-".into();
+    }
+    if ms == i64::MAX {
+        return "end".into();
+    }
+    datafusion::common::ScalarValue::TimestampMillisecond(Some(ms), None).to_string()
+}

@@ -1,0 +1,78 @@
+//! Dead letters: every input line that could not be processed, with where it
+//! came from and why, as JSON lines `<dir>/part-<epoch>.jsonl`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::parquet::remove_parts;
+use crate::error::{Result, StreamSqlError};
+use crate::source::DeadLetter;
+
+#[derive(Serialize)]
+struct Record<'a> {
+    source: &'a str,
+    position: &'a str,
+    reason: &'a str,
+    raw: &'a str,
+}
+
+pub struct DeadLetterSink {
+    dir: PathBuf,
+    buffered: Vec<DeadLetter>,
+    /// Count per (source, reason kind).
+    pub counts: BTreeMap<(String, String), u64>,
+}
+
+impl DeadLetterSink {
+    pub fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StreamSqlError::io(format!("cannot create {}", dir.display()), e))?;
+        remove_parts(dir, "jsonl")?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            buffered: Vec::new(),
+            counts: BTreeMap::new(),
+        })
+    }
+
+    pub fn write(&mut self, letters: &[DeadLetter]) {
+        for letter in letters {
+            *self
+                .counts
+                .entry((letter.source.clone(), letter.kind().to_string()))
+                .or_default() += 1;
+        }
+        self.buffered.extend_from_slice(letters);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    pub fn commit(&mut self, epoch: u64) -> Result<()> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(format!("part-{epoch:06}.jsonl"));
+        let mut out = Vec::new();
+        for l in self.buffered.drain(..) {
+            let record = Record {
+                source: &l.source,
+                position: &l.position,
+                reason: &l.reason,
+                raw: &l.raw,
+            };
+            serde_json::to_writer(&mut out, &record)
+                .map_err(|e| StreamSqlError::Internal(e.to_string()))?;
+            out.push(b'\n');
+        }
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| StreamSqlError::io(format!("cannot create {}", path.display()), e))?;
+        file.write_all(&out)
+            .map_err(|e| StreamSqlError::io(format!("cannot write {}", path.display()), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! What the stateful window operator computes, lifted out of DataFusion's
+//! physical `AggregateExec`: the group expressions, the aggregate functions
+//! (each with its arguments and FILTER), and the output layout.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int8Array, RecordBatch, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::cast::as_boolean_array;
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+
+use super::spec::WindowSpec;
+use crate::error::{Result, StreamSqlError};
+
+/// One column of the aggregate's group part, in output order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupColumn {
+    WindowStart,
+    WindowEnd,
+    /// The n-th non-window key.
+    Key(usize),
+}
+
+/// A windowed aggregate, as planned by DataFusion and run by our operator.
+#[derive(Debug, Clone)]
+pub struct WindowedAggregate {
+    pub spec: WindowSpec,
+    /// Evaluates to each row's pane start (the `window_start` column the
+    /// runtime fills in before the query sees the rows).
+    pub pane_start: Arc<dyn PhysicalExpr>,
+    /// Non-window group keys with their output names.
+    pub keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
+    /// The group part of the output, in order.
+    pub group_columns: Vec<GroupColumn>,
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Per aggregate: its FILTER (WHERE ...) clause.
+    pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// The aggregate's output schema: group columns, then one per aggregate.
+    pub output_schema: SchemaRef,
+}
+
+/// One micro-batch of aggregate input, evaluated once.
+pub struct EvaluatedInput {
+    /// Per row: pane start (or event time, for sessions).
+    pub times: Vec<i64>,
+    pub key_rows: Rows,
+    /// Per aggregate: its argument arrays.
+    pub arguments: Vec<Vec<ArrayRef>>,
+    pub filters: Vec<Option<BooleanArray>>,
+}
+
+impl EvaluatedInput {
+    /// The arguments and filters of the rows at `indices` (all rows when `None`).
+    pub fn select(
+        &self,
+        indices: Option<&datafusion::arrow::array::UInt32Array>,
+    ) -> Result<(Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>)> {
+        let Some(indices) = indices else {
+            return Ok((self.arguments.clone(), self.filters.clone()));
+        };
+        let arguments = self
+            .arguments
+            .iter()
+            .map(|args| {
+                args.iter()
+                    .map(|a| take(a, indices, None))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| -> Result<BooleanArray> {
+                        Ok(as_boolean_array(&take(f, indices, None)?)?.clone())
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((arguments, filters))
+    }
+}
+
+impl WindowedAggregate {
+    /// A converter for the key columns. With no keys, a constant key stands in,
+    /// so one mechanism serves `GROUP BY TUMBLE(...)` alone too.
+    pub fn key_converter(&self, input_schema: &SchemaRef) -> Result<RowConverter> {
+        let mut fields = Vec::new();
+        for (expr, _) in &self.keys {
+            fields.push(SortField::new(expr.data_type(input_schema)?));
+        }
+        if fields.is_empty() {
+            fields.push(SortField::new(datafusion::arrow::datatypes::DataType::Int8));
+        }
+        Ok(RowConverter::new(fields)?)
+    }
+
+    pub fn evaluate_input(
+        &self,
+        converter: &RowConverter,
+        batch: &RecordBatch,
+    ) -> Result<EvaluatedInput> {
+        let times = self
+            .pane_start
+            .evaluate(batch)?
+            .into_array(batch.num_rows())?;
+        let times = times
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .ok_or_else(|| {
+                StreamSqlError::Internal("window_start is not a millisecond timestamp".into())
+            })?
+            .values()
+            .to_vec();
+        let mut keys = Vec::with_capacity(self.keys.len().max(1));
+        for (expr, _) in &self.keys {
+            keys.push(expr.evaluate(batch)?.into_array(batch.num_rows())?);
+        }
+        if keys.is_empty() {
+            keys.push(Arc::new(Int8Array::from(vec![0i8; batch.num_rows()])) as ArrayRef);
+        }
+        let key_rows = converter.convert_columns(&keys)?;
+        let mut arguments = Vec::with_capacity(self.aggregates.len());
+        for aggregate in &self.aggregates {
+            let mut args = Vec::new();
+            for expr in aggregate.expressions() {
+                args.push(expr.evaluate(batch)?.into_array(batch.num_rows())?);
+            }
+            arguments.push(args);
+        }
+        let mut filters = Vec::with_capacity(self.filters.len());
+        for filter in &self.filters {
+            filters.push(match filter {
+                Some(expr) => {
+                    let array = expr.evaluate(batch)?.into_array(batch.num_rows())?;
+                    Some(as_boolean_array(&array)?.clone())
+                }
+                None => None,
+            });
+        }
+        Ok(EvaluatedInput {
+            times,
+            key_rows,
+            arguments,
+            filters,
+        })
+    }
+
+    /// Fresh accumulators, one per aggregate: DataFusion's `GroupsAccumulator`
+    /// where the function has one, its row `Accumulator` behind the adapter
+    /// otherwise (exactly what DataFusion's hash aggregation does).
+    pub fn new_accumulators(&self) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
+        self.aggregates
+            .iter()
+            .map(|aggregate| -> Result<Box<dyn GroupsAccumulator>> {
+                if aggregate.groups_accumulator_supported() {
+                    Ok(aggregate.create_groups_accumulator()?)
+                } else {
+                    let aggregate = Arc::clone(aggregate);
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                        aggregate.create_accumulator()
+                    })))
+                }
+            })
+            .collect()
+    }
+
+    /// Builds output rows: per row its window bounds, key columns (decoded
+    /// from `key_rows`) and the aggregate results.
+    pub fn assemble(
+        &self,
+        converter: &RowConverter,
+        window_starts: Vec<i64>,
+        window_ends: Vec<i64>,
+        key_rows: &Rows,
+        results: Vec<ArrayRef>,
+    ) -> Result<RecordBatch> {
+        let keys = converter.convert_rows(key_rows.iter())?;
+        let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from(window_starts));
+        let ends: ArrayRef = Arc::new(TimestampMillisecondArray::from(window_ends));
+        let mut columns: Vec<ArrayRef> = self
+            .group_columns
+            .iter()
+            .map(|c| match c {
+                GroupColumn::WindowStart => Arc::clone(&starts),
+                GroupColumn::WindowEnd => Arc::clone(&ends),
+                GroupColumn::Key(i) => Arc::clone(&keys[*i]),
+            })
+            .collect();
+        columns.extend(results);
+        // Casts nothing in the common case; aligns nullability and timestamp
+        // metadata with the schema DataFusion planned.
+        let columns = columns
+            .into_iter()
+            .zip(self.output_schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    datafusion::arrow::compute::cast(&c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.output_schema),
+            columns,
+        )?)
+    }
+}
+
+/// Evaluates all groups of `accumulators`, leaving them empty.
+pub fn evaluate_all(accumulators: &mut [Box<dyn GroupsAccumulator>]) -> Result<Vec<ArrayRef>> {
+    accumulators
+        .iter_mut()
+        .map(|a| a.evaluate(EmitTo::All).map_err(Into::into))
+        .collect()
+}
+
+/// The partial state of every group, leaving the accumulators empty.
+pub fn state_all(accumulators: &mut [Box<dyn GroupsAccumulator>]) -> Result<Vec<Vec<ArrayRef>>> {
+    accumulators
+        .iter_mut()
+        .map(|a| a.state(EmitTo::All).map_err(Into::into))
+        .collect()
+}
+
+/// Merges partial `states` (one list per accumulator) into `accumulators`,
+/// state row `i` going to group `groups[i]`.
+pub fn merge_states(
+    accumulators: &mut [Box<dyn GroupsAccumulator>],
+    states: &[Vec<ArrayRef>],
+    groups: &[usize],
+    total_groups: usize,
+) -> Result<()> {
+    for (acc, state) in accumulators.iter_mut().zip(states) {
+        acc.merge_batch(state, groups, total_groups)?;
+    }
+    Ok(())
+}
+
+/// The rows of `states` at `indices`.
+pub fn take_states(
+    states: &[Vec<ArrayRef>],
+    indices: &datafusion::arrow::array::UInt32Array,
+) -> Result<Vec<Vec<ArrayRef>>> {
+    states
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|a| take(a, indices, None))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Into::into)
+}
+
+pub fn accumulators_size(accumulators: &[Box<dyn GroupsAccumulator>]) -> usize {
+    accumulators.iter().map(|a| a.size()).sum()
+}

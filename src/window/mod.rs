@@ -1,0 +1,100 @@
+//! The stateful window operator: window assignment, partial aggregate state
+//! per window and key, and emission as the watermark advances.
+
+mod aggregate;
+mod keys;
+mod panes;
+mod session;
+mod spec;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+pub use aggregate::{GroupColumn, WindowedAggregate};
+pub use spec::WindowSpec;
+
+use crate::config::EmitMode;
+use crate::error::Result;
+use panes::PaneWindows;
+use session::SessionWindows;
+
+enum State {
+    Panes(PaneWindows),
+    Sessions(SessionWindows),
+}
+
+/// Runs one windowed aggregate over micro-batches of its input rows.
+pub struct WindowOperator {
+    aggregate: WindowedAggregate,
+    converter: datafusion::arrow::row::RowConverter,
+    emit: EmitMode,
+    state: State,
+}
+
+impl WindowOperator {
+    pub fn new(
+        aggregate: WindowedAggregate,
+        input_schema: &SchemaRef,
+        emit: EmitMode,
+    ) -> Result<Self> {
+        let converter = aggregate.key_converter(input_schema)?;
+        let state = match aggregate.spec {
+            WindowSpec::Session { gap } => {
+                State::Sessions(SessionWindows::new(aggregate.clone(), &converter, gap)?)
+            }
+            _ => State::Panes(PaneWindows::new(aggregate.clone())),
+        };
+        Ok(Self {
+            aggregate,
+            converter,
+            emit,
+            state,
+        })
+    }
+
+    pub fn spec(&self) -> WindowSpec {
+        self.aggregate.spec
+    }
+
+    /// Adds rows (already filtered to those whose windows are open).
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let input = self.aggregate.evaluate_input(&self.converter, batch)?;
+        match &mut self.state {
+            State::Panes(p) => p.update(&self.converter, &input),
+            State::Sessions(s) => s.update(&input),
+        }
+    }
+
+    /// At a trigger: in `update` mode, the windows that changed since the last
+    /// trigger and are still open at `watermark`.
+    pub fn trigger(&mut self, watermark: i64) -> Result<Option<RecordBatch>> {
+        if self.emit != EmitMode::Update {
+            return Ok(None);
+        }
+        match &mut self.state {
+            State::Panes(p) => p.emit_changed(&self.converter, watermark),
+            State::Sessions(s) => s.emit_changed(&self.converter),
+        }
+    }
+
+    /// The watermark advanced from `from` to `to`: closes the windows ending
+    /// in between and frees their state; in `final` mode returns them.
+    pub fn advance(&mut self, from: i64, to: i64) -> Result<Option<RecordBatch>> {
+        let emit = self.emit == EmitMode::Final;
+        match &mut self.state {
+            State::Panes(p) => p.close(&self.converter, from, to, emit),
+            State::Sessions(s) => s.close(&self.converter, to, emit),
+        }
+    }
+
+    /// (groups, bytes) of window state held.
+    pub fn state_size(&self) -> (usize, usize) {
+        match &self.state {
+            State::Panes(p) => p.state_size(),
+            State::Sessions(s) => s.state_size(),
+        }
+    }
+}

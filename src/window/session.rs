@@ -1,0 +1,213 @@
+//! Session windows: per key, events less than `gap` apart form one window
+//! `[first event, last event + gap)`. A new event can extend a session or
+//! bridge two, whose partial states are then merged.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::row::RowConverter;
+use datafusion::logical_expr::GroupsAccumulator;
+
+use super::aggregate::{
+    EvaluatedInput, WindowedAggregate, accumulators_size, evaluate_all, merge_states, state_all,
+    take_states,
+};
+use super::keys::KeyTable;
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    key: usize,
+    start: i64,
+    /// Last event time + gap.
+    end: i64,
+    /// Changed since the last `update`-mode emission.
+    changed: bool,
+}
+
+pub struct SessionWindows {
+    aggregate: WindowedAggregate,
+    gap: i64,
+    keys: KeyTable,
+    /// Accumulator group `g` holds `sessions[g]`.
+    sessions: Vec<Session>,
+    /// Per key: its open sessions (group indices).
+    by_key: HashMap<usize, Vec<usize>>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+impl SessionWindows {
+    pub fn new(aggregate: WindowedAggregate, converter: &RowConverter, gap: i64) -> Result<Self> {
+        Ok(Self {
+            accumulators: aggregate.new_accumulators()?,
+            keys: KeyTable::new(converter),
+            aggregate,
+            gap,
+            sessions: Vec::new(),
+            by_key: HashMap::new(),
+        })
+    }
+
+    pub fn update(&mut self, input: &EvaluatedInput) -> Result<()> {
+        // `merged_into[g]`: the session that absorbed `g` during this batch.
+        let mut merged_into: HashMap<usize, usize> = HashMap::new();
+        let mut groups = Vec::with_capacity(input.times.len());
+        for (row, &t) in input.times.iter().enumerate() {
+            let key = self.keys.intern(input.key_rows.row(row));
+            let (start, end) = (t, t.saturating_add(self.gap));
+            let open = self.by_key.entry(key).or_default();
+            let overlapping: Vec<usize> = open
+                .iter()
+                .copied()
+                .filter(|&g| self.sessions[g].start < end && start < self.sessions[g].end)
+                .collect();
+            let target = match overlapping.split_first() {
+                None => {
+                    self.sessions.push(Session {
+                        key,
+                        start,
+                        end,
+                        changed: true,
+                    });
+                    open.push(self.sessions.len() - 1);
+                    self.sessions.len() - 1
+                }
+                Some((&target, others)) => {
+                    for &other in others {
+                        let absorbed = self.sessions[other];
+                        let s = &mut self.sessions[target];
+                        s.start = s.start.min(absorbed.start);
+                        s.end = s.end.max(absorbed.end);
+                        merged_into.insert(other, target);
+                    }
+                    open.retain(|g| !others.contains(g));
+                    let s = &mut self.sessions[target];
+                    s.start = s.start.min(start);
+                    s.end = s.end.max(end);
+                    s.changed = true;
+                    target
+                }
+            };
+            groups.push(target);
+        }
+        let resolve = |mut g: usize| {
+            while let Some(&next) = merged_into.get(&g) {
+                g = next;
+            }
+            g
+        };
+        let groups: Vec<usize> = groups.into_iter().map(resolve).collect();
+        let (arguments, filters) = input.select(None)?;
+        let total = self.sessions.len();
+        for ((acc, args), filter) in self.accumulators.iter_mut().zip(&arguments).zip(&filters) {
+            acc.update_batch(args, &groups, filter.as_ref(), total)?;
+        }
+        if !merged_into.is_empty() {
+            // Fold each absorbed session's state into its survivor and
+            // renumber the groups densely.
+            self.regroup(|g| Some(resolve(g)))?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the accumulators with group `g` moved to `target(g)` (merged
+    /// when several land on one), dropping groups mapped to `None`.
+    fn regroup(&mut self, target: impl Fn(usize) -> Option<usize>) -> Result<()> {
+        let states = state_all(&mut self.accumulators)?;
+        let mut new_index: HashMap<usize, usize> = HashMap::new();
+        let mut sessions = Vec::new();
+        let mut kept_rows = Vec::new();
+        let mut kept_groups = Vec::new();
+        for g in 0..self.sessions.len() {
+            let Some(survivor) = target(g) else { continue };
+            let next = new_index.len();
+            let index = *new_index.entry(survivor).or_insert_with(|| {
+                sessions.push(self.sessions[survivor]);
+                next
+            });
+            if g == survivor {
+                sessions[index] = self.sessions[g];
+            }
+            kept_rows.push(g as u32);
+            kept_groups.push(index);
+        }
+        let kept = take_states(&states, &UInt32Array::from(kept_rows))?;
+        merge_states(&mut self.accumulators, &kept, &kept_groups, sessions.len())?;
+        self.sessions = sessions;
+        self.by_key.clear();
+        for (g, s) in self.sessions.iter().enumerate() {
+            self.by_key.entry(s.key).or_default().push(g);
+        }
+        Ok(())
+    }
+
+    /// `update` mode: every session that changed since the last call.
+    pub fn emit_changed(&mut self, converter: &RowConverter) -> Result<Option<RecordBatch>> {
+        let changed: Vec<usize> = (0..self.sessions.len())
+            .filter(|&g| self.sessions[g].changed)
+            .collect();
+        let out = self.evaluate(converter, &changed)?;
+        self.sessions.iter_mut().for_each(|s| s.changed = false);
+        Ok(out)
+    }
+
+    /// Closes the sessions ending at or before `to`, returning them when `emit`.
+    pub fn close(
+        &mut self,
+        converter: &RowConverter,
+        to: i64,
+        emit: bool,
+    ) -> Result<Option<RecordBatch>> {
+        let closed: Vec<usize> = (0..self.sessions.len())
+            .filter(|&g| self.sessions[g].end <= to)
+            .collect();
+        if closed.is_empty() {
+            return Ok(None);
+        }
+        let out = if emit {
+            self.evaluate(converter, &closed)?
+        } else {
+            None
+        };
+        let open: Vec<bool> = self.sessions.iter().map(|s| s.end > to).collect();
+        self.regroup(|g| open[g].then_some(g))?;
+        Ok(out)
+    }
+
+    /// The current value of the sessions `groups`, leaving the state as it was.
+    fn evaluate(
+        &mut self,
+        converter: &RowConverter,
+        groups: &[usize],
+    ) -> Result<Option<RecordBatch>> {
+        if groups.is_empty() {
+            return Ok(None);
+        }
+        let states = state_all(&mut self.accumulators)?;
+        let all: Vec<usize> = (0..self.sessions.len()).collect();
+        merge_states(&mut self.accumulators, &states, &all, all.len())?;
+        let indices = UInt32Array::from(groups.iter().map(|&g| g as u32).collect::<Vec<_>>());
+        let selected = take_states(&states, &indices)?;
+        let mut scratch = self.aggregate.new_accumulators()?;
+        let dense: Vec<usize> = (0..groups.len()).collect();
+        merge_states(&mut scratch, &selected, &dense, groups.len())?;
+        let results = evaluate_all(&mut scratch)?;
+        let mut key_rows = converter.empty_rows(groups.len(), 0);
+        for &g in groups {
+            key_rows.push(self.keys.row(self.sessions[g].key));
+        }
+        let starts = groups.iter().map(|&g| self.sessions[g].start).collect();
+        let ends = groups.iter().map(|&g| self.sessions[g].end).collect();
+        Ok(Some(
+            self.aggregate
+                .assemble(converter, starts, ends, &key_rows, results)?,
+        ))
+    }
+
+    pub fn state_size(&self) -> (usize, usize) {
+        (
+            self.sessions.len(),
+            self.keys.size() + accumulators_size(&self.accumulators),
+        )
+    }
+}
