@@ -242,13 +242,15 @@ fn window_strategy() -> impl Strategy<Value = Window> {
 }
 
 fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
-    (10usize..400, 0i64..=3000, 0i64..=20_000).prop_flat_map(|(n, step, disorder)| {
+    // Times on a 250 ms grid, like window bounds, so rows often sit exactly
+    // on a window edge or at the watermark.
+    (10usize..400, 0i64..=12, 0i64..=80).prop_flat_map(|(n, step, disorder)| {
         prop::collection::vec((-disorder..=disorder, 0usize..4, 0i64..100), n).prop_map(
             move |raw| {
                 raw.into_iter()
                     .enumerate()
                     .map(|(i, (jitter, k, v))| Event {
-                        t: 1_700_000_000_000 + i as i64 * step + jitter,
+                        t: 1_700_000_000_000 + (i as i64 * step + jitter) * 250,
                         k: format!("k{k}"),
                         v,
                     })
@@ -299,7 +301,7 @@ proptest! {
         events in events_strategy(),
         window in window_strategy(),
         batch_rows in 1usize..80,
-        delay in 0i64..8_000,
+        delay in (0i64..32).prop_map(|d| d * 250),
     ) {
         let dir = common::scratch_dir("props");
         let (expected, expected_late) = reference(&events, window, batch_rows, delay);
