@@ -16,8 +16,16 @@ use crate::error::{Result, StreamSqlError};
 pub struct ParquetSink {
     dir: PathBuf,
     schema: SchemaRef,
-    buffered: Vec<RecordBatch>,
+    /// The file of the epoch in progress, opened at its first row. Rows are
+    /// streamed into it (row groups of bounded size), never held in memory.
+    open: Option<ArrowWriter<File>>,
 }
+
+/// Name of the file an epoch is written to before its commit renames it.
+const IN_PROGRESS: &str = ".part-in-progress.parquet.tmp";
+
+/// Rows per row group: bounds what the writer buffers.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 impl ParquetSink {
     /// A sink writing into `dir`; removes the part files of an earlier run.
@@ -28,34 +36,44 @@ impl ParquetSink {
         Ok(Self {
             dir: dir.to_path_buf(),
             schema,
-            buffered: Vec::new(),
+            open: None,
         })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() > 0 {
-            self.buffered.push(batch.clone());
+        if batch.num_rows() == 0 {
+            return Ok(());
         }
+        let writer = match &mut self.open {
+            Some(writer) => writer,
+            None => {
+                let tmp = self.dir.join(IN_PROGRESS);
+                let file = File::create(&tmp).map_err(|e| {
+                    StreamSqlError::io(format!("cannot create {}", tmp.display()), e)
+                })?;
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .build();
+                self.open.insert(ArrowWriter::try_new(
+                    file,
+                    self.schema.clone(),
+                    Some(props),
+                )?)
+            }
+        };
+        writer.write(batch)?;
         Ok(())
     }
 
+    /// Finishes the epoch's file as `part-<epoch>.parquet` (if it has rows).
     pub fn commit(&mut self, epoch: u64) -> Result<()> {
-        if self.buffered.is_empty() {
+        let Some(writer) = self.open.take() else {
             return Ok(());
-        }
-        let path = self.dir.join(format!("part-{epoch:06}.parquet"));
-        let tmp = self.dir.join(format!(".part-{epoch:06}.parquet.tmp"));
-        let file = File::create(&tmp)
-            .map_err(|e| StreamSqlError::io(format!("cannot create {}", tmp.display()), e))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
-        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props))?;
-        for batch in self.buffered.drain(..) {
-            writer.write(&batch)?;
-        }
+        };
         writer.close()?;
-        std::fs::rename(&tmp, &path)
+        let path = self.dir.join(format!("part-{epoch:06}.parquet"));
+        std::fs::rename(self.dir.join(IN_PROGRESS), &path)
             .map_err(|e| StreamSqlError::io(format!("cannot rename to {}", path.display()), e))?;
         Ok(())
     }

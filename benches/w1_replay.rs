@@ -1,0 +1,89 @@
+//! W1 throughput and memory: the repository's W1 pipeline over the real
+//! Google trace (../shared/datasets, 2.6 M rows; the bundled sample when the
+//! trace is absent), from file replay to Parquet.
+//!
+//! Run with `cargo bench --bench w1_replay`. Reports events/s, peak RSS, and
+//! the ratio to replaying (reading + decoding) the same files with no query.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use streamsql::runtime::{Pipeline, RunOptions};
+use streamsql::source::FileReplay;
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let trace = repo.join("../shared/datasets/google-2011/task_events");
+    let mut loaded = streamsql::config::load(&repo.join("pipelines.yaml")).expect("pipelines.yaml");
+    let pipeline = loaded.file.pipelines.get_mut("task_failures").expect("W1");
+    if trace.is_dir() {
+        pipeline.sources[0].replay.path = format!("{}/part-*.csv.gz", trace.display());
+        println!("input: the real trace, {}", trace.display());
+    } else {
+        println!("input: the bundled sample (../shared/datasets absent)");
+    }
+    pipeline.queries[0]
+        .sinks
+        .retain(|s| matches!(s, streamsql::config::SinkConfig::Parquet(_)));
+    let source = pipeline.sources[0].clone();
+    let output = std::env::temp_dir().join(format!("streamsql-bench-{}", std::process::id()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let options = RunOptions {
+        output_dir: Some(output.clone()),
+        progress: false,
+    };
+    let started = Instant::now();
+    let summary = runtime.block_on(async {
+        let runner = Pipeline::build(&loaded, "task_failures", &options)
+            .await
+            .expect("build");
+        runner.run(&options).await.expect("run")
+    });
+    let pipeline_secs = started.elapsed().as_secs_f64();
+    let rss = peak_rss_mb();
+
+    let started = Instant::now();
+    let decoded = runtime.block_on(async {
+        let mut replay = FileReplay::start(&source, &loaded.base_dir).expect("replay");
+        let mut rows = 0;
+        while let Some(batch) = replay.next_batch().await {
+            rows += batch.expect("batch").rows.num_rows();
+        }
+        rows
+    });
+    let replay_secs = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&output);
+
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("machine: {cpus} cores");
+    println!(
+        "W1 pipeline: {} events in {:.2} s = {:.0} events/s, {} rows out, peak RSS {:.0} MB",
+        summary.events_in,
+        pipeline_secs,
+        summary.events_in as f64 / pipeline_secs,
+        summary.rows_out.iter().map(|(_, n)| n).sum::<u64>(),
+        rss
+    );
+    println!(
+        "replay alone (read + decode, no query): {decoded} rows in {replay_secs:.2} s = {:.0} rows/s",
+        decoded as f64 / replay_secs
+    );
+    println!(
+        "pipeline / replay-alone throughput ratio: {:.2}",
+        replay_secs / pipeline_secs
+    );
+}
