@@ -124,7 +124,7 @@ fn check_pipeline(
         for table in [source.name.clone(), format!("{}_late", source.name)] {
             if !tables.insert(table.clone()) {
                 report(
-                    &source.name,
+                    &format!("name: {}", source.name),
                     format!("table name `{table}` is declared twice"),
                     "give every source a unique name",
                 );
@@ -141,14 +141,14 @@ fn check_pipeline(
         for column in &source.columns {
             if !columns.insert(column.name.as_str()) {
                 report(
-                    &column.name,
+                    &format!("name: {}", column.name),
                     format!("column `{}` is declared twice", column.name),
                     "rename one of them",
                 );
             }
             if column.name == "window_start" || column.name == "window_end" {
                 report(
-                    &column.name,
+                    &format!("name: {}", column.name),
                     format!("`{}` is reserved for window bounds", column.name),
                     "rename the column",
                 );
@@ -160,7 +160,7 @@ fn check_pipeline(
             .find(|c| c.name == source.event_time.column)
         {
             None => report(
-                &source.event_time.column,
+                "event_time:",
                 format!(
                     "event_time column `{}` is not among the columns of source `{}`",
                     source.event_time.column, source.name
@@ -182,7 +182,7 @@ fn check_pipeline(
                 ) =>
             {
                 report(
-                    &source.event_time.column,
+                    "event_time:",
                     format!(
                         "event_time column `{}` has type {:?}",
                         c.name, c.column_type
@@ -196,7 +196,7 @@ fn check_pipeline(
     for query in &pipeline.queries {
         if !tables.insert(query.name.clone()) {
             report(
-                &query.name,
+                &format!("name: {}", query.name),
                 format!("query name `{}` is already a table name", query.name),
                 "give every query and source a unique name",
             );

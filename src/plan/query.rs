@@ -94,9 +94,11 @@ fn new_context() -> SessionContext {
     ctx
 }
 
-/// Turns a DataFusion error about a SQL file into a diagnostic with its position.
-fn sql_diagnostic(file: &str, error: DataFusionError, fix: &str) -> Diagnostic {
-    let (line, column, helps) = match error.diagnostic() {
+/// Turns a DataFusion error about a SQL file into a diagnostic with its
+/// position: DataFusion's own span where it gives one, otherwise the first
+/// occurrence in `sql` of the name the error is about.
+fn sql_diagnostic(file: &str, sql: &str, error: DataFusionError, fix: &str) -> Diagnostic {
+    let (mut line, mut column, helps) = match error.diagnostic() {
         Some(d) => {
             let span = d.span.or_else(|| d.notes.iter().find_map(|n| n.span));
             let helps: Vec<String> = d.helps.iter().map(|h| h.message.clone()).collect();
@@ -109,6 +111,15 @@ fn sql_diagnostic(file: &str, error: DataFusionError, fix: &str) -> Diagnostic {
         None => (None, None, Vec::new()),
     };
     let message = error.strip_backtrace().replace('\n', " ");
+    if line.is_none()
+        && let Some(name) = message
+            .split("No field named ")
+            .nth(1)
+            .and_then(|rest| rest.split(['.', ' ']).next())
+        && let Some((l, c)) = locate_word(sql, name.trim_matches('"'))
+    {
+        (line, column) = (Some(l), Some(c));
+    }
     let fix = if helps.is_empty() {
         fix.to_string()
     } else {
@@ -117,6 +128,21 @@ fn sql_diagnostic(file: &str, error: DataFusionError, fix: &str) -> Diagnostic {
     Diagnostic::new(file, line.or(Some(1)), message)
         .at_column(column)
         .with_fix(fix)
+}
+
+/// 1-based line and column of the first whole-word `word` in `text`.
+fn locate_word(text: &str, word: &str) -> Option<(usize, usize)> {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    for (l, line) in text.lines().enumerate() {
+        for (c, _) in line.match_indices(word) {
+            let before = line[..c].chars().next_back();
+            let after = line[c + word.len()..].chars().next();
+            if !before.is_some_and(is_ident) && !after.is_some_and(is_ident) {
+                return Some((l + 1, line[..c].chars().count() + 1));
+            }
+        }
+    }
+    None
 }
 
 impl QueryPlan {
@@ -134,7 +160,12 @@ impl QueryPlan {
         let mut statement = state
             .sql_to_statement(sql, &Dialect::Generic)
             .map_err(|e| {
-                sql_diagnostic(&file_name, e, "a query file holds one SELECT statement")
+                sql_diagnostic(
+                    &file_name,
+                    sql,
+                    e,
+                    "a query file holds one SELECT statement",
+                )
             })?;
         let call = match &mut statement {
             DFStatement::Statement(inner) => rewrite_window(inner, &file_name)?,
@@ -159,6 +190,7 @@ impl QueryPlan {
         let logical = state.statement_to_plan(statement).await.map_err(|e| {
             sql_diagnostic(
                 &file_name,
+                sql,
                 e,
                 "tables are the sources, `<source>_late` and earlier queries of the pipeline",
             )
