@@ -53,10 +53,16 @@ struct Event {
     v: i64,
 }
 
-/// One output row: (window_start, window_end, k) -> (n, total, lo, hi, big, kinds).
-type Rows = BTreeMap<(i64, i64, String), (i64, i64, i64, i64, i64, i64)>;
+/// (window_start, window_end, k)
+type WindowKey = (i64, i64, String);
+/// (n, total, lo, hi, big, kinds)
+type Values = (i64, i64, i64, i64, i64, i64);
+/// Output rows by window and key.
+type Rows = BTreeMap<WindowKey, Values>;
+/// Open sessions per key: (start, end, values).
+type Sessions = BTreeMap<String, Vec<(i64, i64, Vec<i64>)>>;
 
-fn aggregate(values: &[i64]) -> (i64, i64, i64, i64, i64, i64) {
+fn aggregate(values: &[i64]) -> Values {
     let mut kinds: Vec<i64> = values.iter().map(|v| v % 5).collect();
     kinds.sort();
     kinds.dedup();
@@ -82,7 +88,7 @@ fn reference(
     let mut out = Rows::new();
     // Fixed windows: raw values per window; sessions: open sessions per key.
     let mut fixed: BTreeMap<(i64, i64, String), Vec<i64>> = BTreeMap::new();
-    let mut sessions: BTreeMap<String, Vec<(i64, i64, Vec<i64>)>> = BTreeMap::new();
+    let mut sessions = Sessions::new();
     for batch in events.chunks(batch_rows) {
         for e in batch {
             let windows = window.windows_of(e.t);
@@ -124,7 +130,7 @@ fn reference(
 
 fn close(
     fixed: &mut BTreeMap<(i64, i64, String), Vec<i64>>,
-    sessions: &mut BTreeMap<String, Vec<(i64, i64, Vec<i64>)>>,
+    sessions: &mut Sessions,
     watermark: i64,
     out: &mut Rows,
 ) {
@@ -149,9 +155,7 @@ fn close(
 }
 
 /// The engine's output rows in emission order.
-fn engine_rows(
-    batches: &[RecordBatch],
-) -> Vec<((i64, i64, String), (i64, i64, i64, i64, i64, i64))> {
+fn engine_rows(batches: &[RecordBatch]) -> Vec<(WindowKey, Values)> {
     let mut rows = Vec::new();
     for b in batches {
         let ts = |i: usize| {

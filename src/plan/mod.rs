@@ -7,6 +7,6 @@ mod query;
 mod slot;
 mod window_sql;
 
-pub use query::{QueryPlan, QueryShape, TableDef, TableRole, with_window_columns};
+pub use query::{QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan, with_window_columns};
 pub use slot::BatchSlot;
 pub use window_sql::WindowCall;

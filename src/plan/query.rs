@@ -12,7 +12,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, aggregate_expressions};
 use datafusion::physical_plan::streaming::StreamingTableExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -46,15 +46,18 @@ pub enum TableRole {
 pub enum QueryShape {
     /// Filters and projections: the whole plan runs on each micro-batch.
     Stateless { plan: Arc<dyn ExecutionPlan> },
-    /// `pre` runs on each micro-batch and feeds the window operator; `post`
-    /// runs on the rows the operator emits (through `post_input`).
-    Windowed {
-        call: WindowCall,
-        pre: Arc<dyn ExecutionPlan>,
-        aggregate: WindowedAggregate,
-        post_input: BatchSlot,
-        post: Arc<dyn ExecutionPlan>,
-    },
+    /// A windowed aggregate, split around the window operator.
+    Windowed(Box<WindowedPlan>),
+}
+
+/// `pre` runs on each micro-batch and feeds the window operator; `post` runs
+/// on the rows the operator emits (through `post_input`).
+pub struct WindowedPlan {
+    pub call: WindowCall,
+    pub pre: Arc<dyn ExecutionPlan>,
+    pub aggregate: WindowedAggregate,
+    pub post_input: BatchSlot,
+    pub post: Arc<dyn ExecutionPlan>,
 }
 
 /// One query, planned.
@@ -297,13 +300,14 @@ impl QueryPlan {
                     &displayable(plan.as_ref()).indent(true).to_string(),
                 ));
             }
-            QueryShape::Windowed {
-                call,
-                pre,
-                aggregate,
-                post,
-                ..
-            } => {
+            QueryShape::Windowed(windowed) => {
+                let WindowedPlan {
+                    call,
+                    pre,
+                    aggregate,
+                    post,
+                    ..
+                } = windowed.as_ref();
                 out.push_str("  per micro-batch (feeds the window operator):\n");
                 out.push_str(&indent(&displayable(pre.as_ref()).indent(true).to_string()));
                 let keys: Vec<&str> = aggregate.keys.iter().map(|(_, n)| n.as_str()).collect();
@@ -413,6 +417,8 @@ fn split_windowed(
         keys,
         group_columns,
         aggregates: lower_exec.aggr_expr().to_vec(),
+        // Exactly what DataFusion's own partial aggregation evaluates per row.
+        arguments: aggregate_expressions(lower_exec.aggr_expr(), &AggregateMode::Partial, 0)?,
         filters: lower_exec.filter_expr().to_vec(),
         output_schema: top.schema(),
     };
@@ -435,11 +441,11 @@ fn split_windowed(
             })
         })?
         .data;
-    Ok(QueryShape::Windowed {
+    Ok(QueryShape::Windowed(Box::new(WindowedPlan {
         call,
         pre,
         aggregate,
         post_input,
         post,
-    })
+    })))
 }

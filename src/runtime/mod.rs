@@ -15,7 +15,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use crate::config::{LoadedConfig, PipelineConfig, SinkConfig};
 use crate::error::{Diagnostics, Result, StreamSqlError};
-use crate::plan::{BatchSlot, QueryPlan, QueryShape, TableDef, TableRole};
+use crate::plan::{BatchSlot, QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan};
 use crate::sink::{ConsoleSink, DeadLetterSink, ParquetSink, Sink};
 use crate::source::{FileReplay, SourceBatch};
 use crate::window::{WindowOperator, WindowSpec};
@@ -128,7 +128,8 @@ impl Pipeline {
         let mut queries = Vec::new();
         for (plan, query) in plans.into_iter().zip(&config.queries) {
             let window = match &plan.shape {
-                QueryShape::Windowed { aggregate, pre, .. } => {
+                QueryShape::Windowed(windowed) => {
+                    let WindowedPlan { aggregate, pre, .. } = windowed.as_ref();
                     let source = sources
                         .iter()
                         .position(|s| s.name == plan.input)
@@ -338,15 +339,13 @@ impl Pipeline {
                     }
                     None => continue,
                 },
-                (
-                    QueryShape::Windowed {
+                (QueryShape::Windowed(windowed), Some((s, operator))) if *s == index => {
+                    let WindowedPlan {
                         pre,
                         post_input,
                         post,
                         ..
-                    },
-                    Some((s, operator)),
-                ) if *s == index => {
+                    } = windowed.as_ref();
                     let mut emitted = Vec::new();
                     match &step {
                         Step::Batch {

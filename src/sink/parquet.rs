@@ -18,7 +18,7 @@ pub struct ParquetSink {
     schema: SchemaRef,
     /// The file of the epoch in progress, opened at its first row. Rows are
     /// streamed into it (row groups of bounded size), never held in memory.
-    open: Option<ArrowWriter<File>>,
+    open: Option<Box<ArrowWriter<File>>>,
 }
 
 /// Name of the file an epoch is written to before its commit renames it.
@@ -55,11 +55,11 @@ impl ParquetSink {
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                     .build();
-                self.open.insert(ArrowWriter::try_new(
+                self.open.insert(Box::new(ArrowWriter::try_new(
                     file,
                     self.schema.clone(),
                     Some(props),
-                )?)
+                )?))
             }
         };
         writer.write(batch)?;

@@ -39,11 +39,17 @@ pub struct WindowedAggregate {
     /// The group part of the output, in order.
     pub group_columns: Vec<GroupColumn>,
     pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Per aggregate: the expressions it consumes (its arguments, then its
+    /// ORDER BY expressions, which order-sensitive accumulators sort by).
+    pub arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     /// Per aggregate: its FILTER (WHERE ...) clause.
     pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     /// The aggregate's output schema: group columns, then one per aggregate.
     pub output_schema: SchemaRef,
 }
+
+/// Per aggregate: its argument arrays and its FILTER mask.
+pub type AggregateInputs = (Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
 
 /// One micro-batch of aggregate input, evaluated once.
 pub struct EvaluatedInput {
@@ -60,7 +66,7 @@ impl EvaluatedInput {
     pub fn select(
         &self,
         indices: Option<&datafusion::arrow::array::UInt32Array>,
-    ) -> Result<(Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>)> {
+    ) -> Result<AggregateInputs> {
         let Some(indices) = indices else {
             return Ok((self.arguments.clone(), self.filters.clone()));
         };
@@ -127,10 +133,10 @@ impl WindowedAggregate {
             keys.push(Arc::new(Int8Array::from(vec![0i8; batch.num_rows()])) as ArrayRef);
         }
         let key_rows = converter.convert_columns(&keys)?;
-        let mut arguments = Vec::with_capacity(self.aggregates.len());
-        for aggregate in &self.aggregates {
-            let mut args = Vec::new();
-            for expr in aggregate.expressions() {
+        let mut arguments = Vec::with_capacity(self.arguments.len());
+        for exprs in &self.arguments {
+            let mut args = Vec::with_capacity(exprs.len());
+            for expr in exprs {
                 args.push(expr.evaluate(batch)?.into_array(batch.num_rows())?);
             }
             arguments.push(args);
