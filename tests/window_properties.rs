@@ -184,14 +184,22 @@ fn engine_rows(batches: &[RecordBatch]) -> Vec<(WindowKey, Values)> {
     rows
 }
 
+/// How a case runs: `trigger` is `0s` (every micro-batch) or `1h` (never
+/// during the run, so updates come only as windows close).
+struct Run<'a> {
+    emit: &'a str,
+    trigger: &'a str,
+}
+
 fn write_case(
     dir: &Path,
     events: &[Event],
     window: Window,
     batch_rows: usize,
     delay: i64,
-    emit: &str,
+    run: &Run,
 ) {
+    let (emit, trigger) = (run.emit, run.trigger);
     let mut csv = String::new();
     for e in events {
         writeln!(csv, "{},{},{}", e.t, e.k, e.v).unwrap();
@@ -222,7 +230,7 @@ fn write_case(
           - {{ name: v, type: int64 }}
         event_time: {{ column: t, unit: ms }}
         watermark_delay: {delay}ms
-    trigger: 0s
+    trigger: {trigger}
     queries:
       - name: q
         sql: q.sql
@@ -270,9 +278,9 @@ fn run_case(
     window: Window,
     batch_rows: usize,
     delay: i64,
-    emit: &str,
+    run: &Run,
 ) -> Vec<RecordBatch> {
-    write_case(dir, events, window, batch_rows, delay, emit);
+    write_case(dir, events, window, batch_rows, delay, run);
     let out = dir.join("out");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -306,11 +314,13 @@ proptest! {
         window in window_strategy(),
         batch_rows in 1usize..80,
         delay in (0i64..32).prop_map(|d| d * 250),
+        slow_trigger in any::<bool>(),
     ) {
+        let trigger = if slow_trigger { "1h" } else { "0s" };
         let dir = common::scratch_dir("props");
         let (expected, expected_late) = reference(&events, window, batch_rows, delay);
 
-        let final_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, "final"));
+        let final_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, &Run { emit: "final", trigger }));
         let mut late = late_rows(&dir);
         let mut expected_late_sorted = expected_late.clone();
         late.sort();
@@ -322,7 +332,7 @@ proptest! {
         prop_assert_eq!(&final_map, &expected, "final output differs from the reference");
 
         // Update mode: the last version of every window equals its final value.
-        let update_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, "update"));
+        let update_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, &Run { emit: "update", trigger }));
         let last: Rows = update_rows.into_iter().collect();
         for (key, value) in &expected {
             prop_assert_eq!(last.get(key), Some(value), "last update of {:?}", key);

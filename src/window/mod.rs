@@ -74,20 +74,31 @@ impl WindowOperator {
         if self.emit != EmitMode::Update {
             return Ok(None);
         }
+        self.emit_changed(watermark, i64::MAX)
+    }
+
+    fn emit_changed(&mut self, watermark: i64, until: i64) -> Result<Option<RecordBatch>> {
         match &mut self.state {
-            State::Panes(p) => p.emit_changed(&self.converter, watermark),
-            State::Sessions(s) => s.emit_changed(&self.converter),
+            State::Panes(p) => p.emit_changed(&self.converter, watermark, until),
+            State::Sessions(s) => s.emit_changed(&self.converter, until),
         }
     }
 
     /// The watermark advanced from `from` to `to`: closes the windows ending
-    /// in between and frees their state; in `final` mode returns them.
+    /// in between and frees their state. Returns them in `final` mode; in
+    /// `update` mode returns the changes of closing windows no trigger has
+    /// emitted yet, so no update is lost between triggers.
     pub fn advance(&mut self, from: i64, to: i64) -> Result<Option<RecordBatch>> {
+        let last_updates = match self.emit {
+            EmitMode::Update => self.emit_changed(from, to)?,
+            EmitMode::Final => None,
+        };
         let emit = self.emit == EmitMode::Final;
-        match &mut self.state {
-            State::Panes(p) => p.close(&self.converter, from, to, emit),
-            State::Sessions(s) => s.close(&self.converter, to, emit),
-        }
+        let closed = match &mut self.state {
+            State::Panes(p) => p.close(&self.converter, from, to, emit)?,
+            State::Sessions(s) => s.close(&self.converter, to, emit)?,
+        };
+        Ok(last_updates.or(closed))
     }
 
     /// (groups, bytes) of window state held.

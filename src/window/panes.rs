@@ -147,21 +147,24 @@ impl PaneWindows {
         Ok(())
     }
 
-    /// `update` mode: every still-open window (end > `watermark`) holding a
-    /// pane that changed since the last call, with just its changed keys.
+    /// `update` mode: every window ending in `(watermark, until]` that holds
+    /// a pane changed since the last full trigger, with just its changed keys.
+    /// A full trigger (`until == i64::MAX`) then forgets the changes; a partial
+    /// one (windows about to close) keeps them for the windows still open.
     pub fn emit_changed(
         &mut self,
         converter: &RowConverter,
         watermark: i64,
+        until: i64,
     ) -> Result<Option<RecordBatch>> {
         let spec = self.aggregate.spec;
         let mut windows = BTreeSet::new();
         for (start, pane) in &self.panes {
             if pane.any_changed {
-                windows.extend(
-                    spec.windows_of_pane(*start)
-                        .filter(|ws| ws + spec.size() > watermark),
-                );
+                windows.extend(spec.windows_of_pane(*start).filter(|ws| {
+                    let end = ws + spec.size();
+                    end > watermark && end <= until
+                }));
             }
         }
         let mut out = Vec::new();
@@ -176,9 +179,11 @@ impl PaneWindows {
             }
             out.push(self.evaluate_window(converter, window, Selection::Only(&changed))?);
         }
-        for pane in self.panes.values_mut() {
-            pane.changed.iter_mut().for_each(|c| *c = false);
-            pane.any_changed = false;
+        if until == i64::MAX {
+            for pane in self.panes.values_mut() {
+                pane.changed.iter_mut().for_each(|c| *c = false);
+                pane.any_changed = false;
+            }
         }
         self.concat(out)
     }

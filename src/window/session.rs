@@ -141,13 +141,20 @@ impl SessionWindows {
         Ok(())
     }
 
-    /// `update` mode: every session that changed since the last call.
-    pub fn emit_changed(&mut self, converter: &RowConverter) -> Result<Option<RecordBatch>> {
+    /// `update` mode: every session ending by `until` that changed since it
+    /// was last emitted.
+    pub fn emit_changed(
+        &mut self,
+        converter: &RowConverter,
+        until: i64,
+    ) -> Result<Option<RecordBatch>> {
         let changed: Vec<usize> = (0..self.sessions.len())
-            .filter(|&g| self.sessions[g].changed)
+            .filter(|&g| self.sessions[g].changed && self.sessions[g].end <= until)
             .collect();
         let out = self.evaluate(converter, &changed)?;
-        self.sessions.iter_mut().for_each(|s| s.changed = false);
+        for &g in &changed {
+            self.sessions[g].changed = false;
+        }
         Ok(out)
     }
 
