@@ -48,8 +48,29 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| StreamSqlError::io(format!("cannot read {file_name}"), e))?;
     let file: PipelinesFile = serde_yaml::from_str(&text).map_err(|e| {
-        Diagnostic::new(&file_name, e.location().map(|l| l.line()), e.to_string())
-            .at_column(e.location().map(|l| l.column()))
+        let (mut line, mut column) = (
+            e.location().map(|l| l.line()),
+            e.location().map(|l| l.column()),
+        );
+        // serde_yaml places errors raised while converting a value (such as a
+        // bad duration) at the start of the enclosing mapping; point at the
+        // value itself.
+        if let Some(value) = e
+            .to_string()
+            .split("invalid duration `")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+            && let Some(found) = text
+                .lines()
+                .enumerate()
+                .skip(line.unwrap_or(1).saturating_sub(1))
+                .find(|(_, l)| l.trim_end().ends_with(&format!(": {value}")))
+        {
+            line = Some(found.0 + 1);
+            column = found.1.find(value).map(|c| c + 1);
+        }
+        Diagnostic::new(&file_name, line, e.to_string())
+            .at_column(column)
             .with_fix("see the pipelines.yaml reference in README.md")
     })?;
     let base_dir = path

@@ -1,0 +1,77 @@
+//! The commands a user types, run as the built binary.
+
+mod common;
+
+use std::process::Command;
+
+fn streamsql(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_streamsql"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run streamsql")
+}
+
+#[test]
+fn the_main_job_runs_on_the_bundled_sample() {
+    let out = common::scratch_dir("cli-run");
+    let output = streamsql(&[
+        "run",
+        "task_failures",
+        "--quiet",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("pipeline task_failures: 120000 events"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("dead letters: none"), "{stdout}");
+    assert!(!common::read_parts(&out.join("task_failure_metrics")).is_empty());
+}
+
+#[test]
+fn check_and_explain_accept_the_repository_pipelines() {
+    let check = streamsql(&["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let explain = streamsql(&["explain", "task_failures"]);
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        text.contains(
+            "window operator: HOP(slide 30s, size 2m) on `time`, keys [machine_id, job_id]"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_config_fails_before_starting_and_says_where() {
+    let dir = common::scratch_dir("cli-bad");
+    std::fs::write(
+        dir.join("pipelines.yaml"),
+        "pipelines:\n  p:\n    sources: []\n    queries: []\n    trigger: soon\n",
+    )
+    .unwrap();
+    let output = streamsql(&[
+        "-c",
+        dir.join("pipelines.yaml").to_str().unwrap(),
+        "run",
+        "p",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("pipelines.yaml:5:") && stderr.contains("invalid duration `soon`"),
+        "{stderr}"
+    );
+}
