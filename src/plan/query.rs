@@ -257,8 +257,7 @@ impl QueryPlan {
         let output_schema = physical.schema();
         let shape = match call {
             None => {
-                if let Some(agg) = find_aggregate(&physical) {
-                    let _ = agg;
+                if find_aggregate(&physical).is_some() {
                     return Err(Diagnostic::new(
                         &file_name,
                         Some(1),

@@ -422,12 +422,8 @@ fn with_window_columns(
     event_time: &[i64],
     spec: WindowSpec,
 ) -> Result<RecordBatch> {
-    let starts: Vec<i64> = event_time.iter().map(|t| spec.pane_start(*t)).collect();
-    let width = spec.pane().unwrap_or(match spec {
-        WindowSpec::Session { gap } => gap,
-        _ => 0,
-    });
-    let ends: Vec<i64> = starts.iter().map(|s| s.saturating_add(width)).collect();
+    let (starts, ends): (Vec<i64>, Vec<i64>) =
+        event_time.iter().map(|t| spec.pane_bounds(*t)).unzip();
     let schema = crate::plan::with_window_columns(rows.schema_ref());
     let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
     columns.push(Arc::new(TimestampMillisecondArray::from(starts)));

@@ -24,7 +24,7 @@ impl ConsoleSink {
         }
         let shown = batch.slice(0, batch.num_rows().min(self.remaining));
         self.remaining -= shown.num_rows();
-        eprintln!("{}:\n{}", self.query, pretty_format_batches(&[shown])?);
+        println!("{}:\n{}", self.query, pretty_format_batches(&[shown])?);
         Ok(())
     }
 }

@@ -42,10 +42,6 @@ impl Decoder {
         })
     }
 
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
     fn decode_bytes(&self, bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
         let rows = bytes.iter().filter(|b| **b == b'\n').count() + 1;
         match self.format {

@@ -71,9 +71,11 @@ impl Pane {
 }
 
 /// Which keys of a window to emit.
-enum Selection<'a> {
+enum Selection {
+    /// Every key of every pane of the window.
     All,
-    Only(&'a KeyTable),
+    /// Just these (the keys changed since the last trigger).
+    Only(KeyTable),
 }
 
 /// Key rows of all panes come from the operator's one `RowConverter`
@@ -177,7 +179,7 @@ impl PaneWindows {
                     }
                 }
             }
-            out.push(self.evaluate_window(converter, window, Selection::Only(&changed))?);
+            out.push(self.evaluate_window(converter, window, Selection::Only(changed))?);
         }
         if until == i64::MAX {
             for pane in self.panes.values_mut() {
@@ -220,20 +222,14 @@ impl PaneWindows {
         &mut self,
         converter: &RowConverter,
         window_start: i64,
-        selection: Selection<'_>,
+        selection: Selection,
     ) -> Result<RecordBatch> {
         let spec = self.aggregate.spec;
+        let restrict = matches!(selection, Selection::Only(_));
         let mut keys = match selection {
             Selection::All => KeyTable::new(converter),
-            Selection::Only(changed) => {
-                let mut keys = KeyTable::new(converter);
-                for g in 0..changed.len() {
-                    keys.intern(changed.row(g));
-                }
-                keys
-            }
+            Selection::Only(changed) => changed,
         };
-        let restrict = matches!(selection, Selection::Only(_));
         let mut accumulators = self.aggregate.new_accumulators()?;
         for pane_start in spec.panes_of_window(window_start) {
             let Some(pane) = self.panes.get_mut(&pane_start) else {

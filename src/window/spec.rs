@@ -64,6 +64,18 @@ impl WindowSpec {
         }
     }
 
+    /// The pane holding time `t` as `[start, end)`; for sessions, the session
+    /// a lone event at `t` opens, `[t, t + gap)`.
+    pub fn pane_bounds(&self, t: i64) -> (i64, i64) {
+        match *self {
+            WindowSpec::Session { gap } => (t, t.saturating_add(gap)),
+            _ => {
+                let start = self.pane_start(t);
+                (start, start + self.pane().unwrap_or(0))
+            }
+        }
+    }
+
     /// End of the last window holding time `t`: once the watermark reaches it,
     /// every window the row belongs to is closed and the row is late.
     pub fn last_end(&self, t: i64) -> i64 {
