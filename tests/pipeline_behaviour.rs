@@ -324,3 +324,66 @@ async fn config_and_sql_errors_name_file_line_and_fix() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn sources_and_windowed_queries_keep_their_own_watermarks_and_lateness() {
+    let dir = common::scratch_dir("multi");
+    // Source `events` (batches of 3, no delay): after the first batch the
+    // watermark is 3.5 s. Then 2.5 s is late for the 1 s tumbling windows
+    // ([2 s, 3 s) closed) but not for the 4 s windows sliding every 2 s
+    // ([0 s, 4 s) and [2 s, 6 s) are open).
+    write(&dir, "events.csv", "1000,x,1\n3500,x,2\n3400,x,4\n2500,x,3\n");
+    write(&dir, "other.csv", "1000,y,10\n900000,y,20\n");
+    write(
+        &dir,
+        "tumble.sql",
+        "SELECT window_start, sum(v) AS total FROM events GROUP BY TUMBLE(t, INTERVAL '1' SECOND)",
+    );
+    write(
+        &dir,
+        "hop.sql",
+        "SELECT window_start, sum(v) AS total FROM events GROUP BY HOP(t, INTERVAL '2' SECOND, INTERVAL '4' SECOND)",
+    );
+    write(
+        &dir,
+        "other.sql",
+        "SELECT window_start, sum(v) AS total FROM other GROUP BY TUMBLE(t, INTERVAL '1' MINUTE)",
+    );
+    let yaml = pipeline_yaml(
+        "csv",
+        "events.csv",
+        "int64",
+        "      - { name: tumbling, sql: tumble.sql, sinks: [ { parquet: {} } ] }
+      - { name: hopping, sql: hop.sql, sinks: [ { parquet: {} } ] }
+      - { name: other_minutes, sql: other.sql, sinks: [ { parquet: {} } ] }\n",
+    )
+    .replace("watermark_delay: 1s", "watermark_delay: 0s")
+    .replace(
+        "    trigger: 0s",
+        "      - name: other
+        format: csv
+        replay: { path: other.csv, batch_rows: 1 }
+        columns:
+          - { name: t, type: int64 }
+          - { name: k, type: string }
+          - { name: v, type: int64 }
+        event_time: { column: t, unit: ms }
+        watermark_delay: 0s
+    trigger: 0s",
+    );
+    write(&dir, "pipelines.yaml", &yaml);
+    let out = dir.join("out");
+    let summary = common::run(&dir.join("pipelines.yaml"), "p", &out).await;
+    assert_eq!(summary.events_in, 6);
+    assert_eq!(summary.late, 1);
+    assert_eq!(int_column(&common::read_parts(&out.join("events_late")), "v"), vec![3]);
+    assert!(common::read_parts(&out.join("other_late")).is_empty());
+    // Tumbling: 1 s -> 1, 3 s -> 2 + 4; the late 3 is in no window.
+    let tumbling = common::read_parts(&out.join("tumbling"));
+    assert_eq!(int_column(&tumbling, "total"), vec![1, 6]);
+    // Hopping: [-2 s, 2 s) -> 1 (closed before 2.5 s arrived),
+    // [0 s, 4 s) -> 1 + 2 + 4 + 3, [2 s, 6 s) -> 2 + 4 + 3.
+    let hopping = common::read_parts(&out.join("hopping"));
+    assert_eq!(int_column(&hopping, "total"), vec![1, 10, 9]);
+    assert_eq!(int_column(&common::read_parts(&out.join("other_minutes")), "total"), vec![10, 20]);
+}
