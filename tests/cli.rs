@@ -75,3 +75,40 @@ fn a_bad_config_fails_before_starting_and_says_where() {
         "{stderr}"
     );
 }
+
+#[test]
+fn query_reads_the_parquet_outputs_by_query_name() {
+    let out = common::scratch_dir("cli-query");
+    let run = streamsql(&[
+        "run",
+        "task_failures",
+        "--quiet",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success());
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let rows_out: &str = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("query task_failure_metrics: "))
+        .and_then(|rest| rest.split(' ').next())
+        .expect("rows out in the summary");
+    let query = streamsql(&[
+        "query",
+        "--output",
+        out.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT count(*) AS n, sum(total_events) AS events FROM task_failure_metrics",
+    ]);
+    let text = String::from_utf8_lossy(&query.stdout);
+    assert!(
+        query.status.success(),
+        "{}",
+        String::from_utf8_lossy(&query.stderr)
+    );
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("n,events"));
+    let values: Vec<&str> = lines.next().expect("a row").split(',').collect();
+    assert_eq!(values[0], rows_out);
+}

@@ -332,7 +332,11 @@ async fn sources_and_windowed_queries_keep_their_own_watermarks_and_lateness() {
     // watermark is 3.5 s. Then 2.5 s is late for the 1 s tumbling windows
     // ([2 s, 3 s) closed) but not for the 4 s windows sliding every 2 s
     // ([0 s, 4 s) and [2 s, 6 s) are open).
-    write(&dir, "events.csv", "1000,x,1\n3500,x,2\n3400,x,4\n2500,x,3\n");
+    write(
+        &dir,
+        "events.csv",
+        "1000,x,1\n3500,x,2\n3400,x,4\n2500,x,3\n",
+    );
     write(&dir, "other.csv", "1000,y,10\n900000,y,20\n");
     write(
         &dir,
@@ -376,7 +380,10 @@ async fn sources_and_windowed_queries_keep_their_own_watermarks_and_lateness() {
     let summary = common::run(&dir.join("pipelines.yaml"), "p", &out).await;
     assert_eq!(summary.events_in, 6);
     assert_eq!(summary.late, 1);
-    assert_eq!(int_column(&common::read_parts(&out.join("events_late")), "v"), vec![3]);
+    assert_eq!(
+        int_column(&common::read_parts(&out.join("events_late")), "v"),
+        vec![3]
+    );
     assert!(common::read_parts(&out.join("other_late")).is_empty());
     // Tumbling: 1 s -> 1, 3 s -> 2 + 4; the late 3 is in no window.
     let tumbling = common::read_parts(&out.join("tumbling"));
@@ -385,5 +392,8 @@ async fn sources_and_windowed_queries_keep_their_own_watermarks_and_lateness() {
     // [0 s, 4 s) -> 1 + 2 + 4 + 3, [2 s, 6 s) -> 2 + 4 + 3.
     let hopping = common::read_parts(&out.join("hopping"));
     assert_eq!(int_column(&hopping, "total"), vec![1, 10, 9]);
-    assert_eq!(int_column(&common::read_parts(&out.join("other_minutes")), "total"), vec![10, 20]);
+    assert_eq!(
+        int_column(&common::read_parts(&out.join("other_minutes")), "total"),
+        vec![10, 20]
+    );
 }

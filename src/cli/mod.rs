@@ -1,5 +1,7 @@
 //! The `streamsql` command line.
 
+mod query;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,6 +44,18 @@ enum Command {
     },
     /// Show how each query of a pipeline runs.
     Explain { pipeline: String },
+    /// Run SQL over a pipeline's Parquet outputs (tables: its queries and `<source>_late`).
+    Query {
+        sql: String,
+        /// The pipeline whose outputs to read (default: the only one).
+        #[arg(short, long)]
+        pipeline: Option<String>,
+        /// Read outputs from here instead of the pipeline's output_dir.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: query::OutputFormat,
+    },
     /// Write the bundled sample data (synthetic, in the real trace format).
     GenerateSample {
         #[arg(long, default_value = "datasets/google-2011-sample/task_events")]
@@ -129,6 +143,41 @@ async fn execute(cli: Cli) -> Result<()> {
                 println!("{}", plan.describe());
             }
             Ok(())
+        }
+        Command::Query {
+            sql,
+            pipeline,
+            output,
+            format,
+        } => {
+            let dir = match output {
+                Some(dir) => dir,
+                None => {
+                    let loaded = config::load(&cli.config)?;
+                    let name = match pipeline {
+                        Some(name) => name,
+                        None if loaded.file.pipelines.len() == 1 => loaded
+                            .file
+                            .pipelines
+                            .keys()
+                            .next()
+                            .cloned()
+                            .unwrap_or_default(),
+                        None => {
+                            return Err(crate::error::Diagnostic::new(
+                                cli.config.display().to_string(),
+                                None,
+                                "several pipelines: which outputs?",
+                            )
+                            .with_fix("pass --pipeline NAME")
+                            .into());
+                        }
+                    };
+                    loaded.output_dir(&name, loaded.pipeline(&name)?)
+                }
+            };
+            let batches = query::query_outputs(&dir, &sql).await?;
+            query::print(&batches, format)
         }
         Command::GenerateSample {
             out,

@@ -36,6 +36,15 @@ impl LoadedConfig {
         })
     }
 
+    /// Where pipeline `name` writes: its `output_dir`, or `output/<name>`.
+    pub fn output_dir(&self, name: &str, pipeline: &PipelineConfig) -> PathBuf {
+        let relative = pipeline
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("output").join(name));
+        self.resolve(&relative)
+    }
+
     pub fn sql_of(&self, pipeline: &str, query: &str) -> &(PathBuf, String) {
         // Invariant: `load` read the SQL of every query of every pipeline.
         &self.sql[&(pipeline.to_string(), query.to_string())]

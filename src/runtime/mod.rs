@@ -104,13 +104,10 @@ impl Pipeline {
     pub async fn build(loaded: &LoadedConfig, name: &str, options: &RunOptions) -> Result<Self> {
         let config = loaded.pipeline(name)?.clone();
         let plans = plan_pipeline(loaded, name).await?;
-        let output_dir = options.output_dir.clone().unwrap_or_else(|| {
-            config
-                .output_dir
-                .as_ref()
-                .map(|d| loaded.resolve(d))
-                .unwrap_or_else(|| loaded.resolve(&PathBuf::from("output").join(name)))
-        });
+        let output_dir = options
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| loaded.output_dir(name, &config));
         let mut sources = Vec::new();
         for source in &config.sources {
             sources.push(SourceRuntime {
