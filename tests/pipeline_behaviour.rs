@@ -4,13 +4,24 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use streamsql::runtime::Summary;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
+}
+
+/// Writes `yaml` as the pipelines file in `dir`, runs pipeline `p`, and
+/// returns its summary and output folder.
+async fn run_pipeline(dir: &Path, yaml: &str) -> (Summary, PathBuf) {
+    write(dir, "pipelines.yaml", yaml);
+    let out = dir.join("out");
+    let summary = common::run(&dir.join("pipelines.yaml"), "p", &out).await;
+    (summary, out)
 }
 
 fn pipeline_yaml(format: &str, data: &str, time_type: &str, queries: &str) -> String {
@@ -56,13 +67,8 @@ async fn bad_rows_become_dead_letters_and_every_good_row_is_processed() {
     );
     write(&dir, "all.sql", "SELECT t, k, v FROM events");
     let queries = "      - { name: all_rows, sql: all.sql, sinks: [ { parquet: {} } ] }\n";
-    write(
-        &dir,
-        "pipelines.yaml",
-        &pipeline_yaml("csv", "events.csv", "int64", queries),
-    );
-    let out = dir.join("out");
-    let summary = common::run(&dir.join("pipelines.yaml"), "p", &out).await;
+    let (summary, out) =
+        run_pipeline(&dir, &pipeline_yaml("csv", "events.csv", "int64", queries)).await;
     let rows = common::read_parts(&out.join("all_rows"));
     assert_eq!(
         int_column(&rows, "v"),
@@ -142,13 +148,8 @@ async fn late_rows_are_counted_and_selectable_from_sql() {
     );
     let queries = "      - { name: counts, sql: counts.sql, sinks: [ { parquet: {} } ] }
       - { name: late_alerts, sql: late.sql, sinks: [ { parquet: {} } ] }\n";
-    write(
-        &dir,
-        "pipelines.yaml",
-        &pipeline_yaml("csv", "events.csv", "int64", queries),
-    );
-    let out = dir.join("out");
-    let summary = common::run(&dir.join("pipelines.yaml"), "p", &out).await;
+    let (summary, out) =
+        run_pipeline(&dir, &pipeline_yaml("csv", "events.csv", "int64", queries)).await;
     assert_eq!(summary.late, 1);
     assert_eq!(
         int_column(&common::read_parts(&out.join("late_alerts")), "v"),
@@ -185,13 +186,7 @@ async fn a_rule_query_reads_window_results() {
     );
     let queries = "      - { name: counts, sql: counts.sql, emit: final }
       - { name: alerts, sql: alerts.sql, sinks: [ { parquet: {} } ] }\n";
-    write(
-        &dir,
-        "pipelines.yaml",
-        &pipeline_yaml("csv", "events.csv", "int64", queries),
-    );
-    let out = dir.join("out");
-    common::run(&dir.join("pipelines.yaml"), "p", &out).await;
+    let (_, out) = run_pipeline(&dir, &pipeline_yaml("csv", "events.csv", "int64", queries)).await;
     let alerts = common::read_parts(&out.join("alerts"));
     let labels: Vec<(String, i64, String)> = alerts
         .iter()
@@ -243,13 +238,11 @@ async fn json_sources_decode_timestamps_and_dead_letter_bad_lines() {
         "SELECT window_start, window_end, k, sum(v) AS total FROM events GROUP BY TUMBLE(t, INTERVAL '1' MINUTE), k",
     );
     let queries = "      - { name: per_minute, sql: m.sql, sinks: [ { parquet: {} } ] }\n";
-    write(
+    let (summary, out) = run_pipeline(
         &dir,
-        "pipelines.yaml",
         &pipeline_yaml("json", "events.jsonl", "timestamp", queries),
-    );
-    let out = dir.join("out");
-    let summary = common::run(&dir.join("pipelines.yaml"), "p", &out).await;
+    )
+    .await;
     assert_eq!(summary.events_in, 3);
     assert_eq!(summary.dead_letters.values().sum::<u64>(), 1);
     let rows = common::read_parts(&out.join("per_minute"));
@@ -375,9 +368,7 @@ async fn sources_and_windowed_queries_keep_their_own_watermarks_and_lateness() {
         watermark_delay: 0s
     trigger: 0s",
     );
-    write(&dir, "pipelines.yaml", &yaml);
-    let out = dir.join("out");
-    let summary = common::run(&dir.join("pipelines.yaml"), "p", &out).await;
+    let (summary, out) = run_pipeline(&dir, &yaml).await;
     assert_eq!(summary.events_in, 6);
     assert_eq!(summary.late, 1);
     assert_eq!(

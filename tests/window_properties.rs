@@ -191,14 +191,16 @@ struct Run<'a> {
     trigger: &'a str,
 }
 
-fn write_case(
+/// Writes the case's input, query and pipelines file, runs it, and returns
+/// the query's output in emission order.
+fn run_case(
     dir: &Path,
     events: &[Event],
     window: Window,
     batch_rows: usize,
     delay: i64,
     run: &Run,
-) {
+) -> Vec<RecordBatch> {
     let (emit, trigger) = (run.emit, run.trigger);
     let mut csv = String::new();
     for e in events {
@@ -240,6 +242,13 @@ fn write_case(
         ),
     )
     .unwrap();
+    let out = dir.join("out");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(common::run(&dir.join("pipelines.yaml"), "p", &out));
+    common::read_parts(&out.join("q"))
 }
 
 fn window_strategy() -> impl Strategy<Value = Window> {
@@ -270,24 +279,6 @@ fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
             },
         )
     })
-}
-
-fn run_case(
-    dir: &Path,
-    events: &[Event],
-    window: Window,
-    batch_rows: usize,
-    delay: i64,
-    run: &Run,
-) -> Vec<RecordBatch> {
-    write_case(dir, events, window, batch_rows, delay, run);
-    let out = dir.join("out");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(common::run(&dir.join("pipelines.yaml"), "p", &out));
-    common::read_parts(&out.join("q"))
 }
 
 fn late_rows(dir: &Path) -> Vec<(i64, String, i64)> {
