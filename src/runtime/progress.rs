@@ -110,5 +110,17 @@ pub fn format_millis(ms: i64) -> String {
     if ms == i64::MAX {
         return "end".into();
     }
-    datafusion::common::ScalarValue::TimestampMillisecond(Some(ms), None).to_string()
+    datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%S%.3f").to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn watermarks_read_as_utc_times() {
+        assert_eq!(super::format_millis(29_984_051), "1970-01-01T08:19:44.051");
+        assert_eq!(super::format_millis(i64::MIN), "-");
+    }
 }
