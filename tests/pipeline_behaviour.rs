@@ -297,7 +297,12 @@ async fn config_and_sql_errors_name_file_line_and_fix() {
         "SELECT count(*)\nFROM events\nGROUP BY HOP(t, INTERVAL '1' MINUTE, INTERVAL '1' SECOND)",
     );
     write(&dir, "c.sql", "SELECT k, count(*) FROM events GROUP BY k");
-    let queries = "      - { name: a, sql: a.sql }\n      - { name: b, sql: b.sql }\n      - { name: c, sql: c.sql }\n";
+    write(
+        &dir,
+        "d.sql",
+        "SELECT k, count(*) FROM events\nWHERE window_start > 0 GROUP BY TUMBLE(t, INTERVAL '1' SECOND), k",
+    );
+    let queries = "      - { name: a, sql: a.sql }\n      - { name: b, sql: b.sql }\n      - { name: c, sql: c.sql }\n      - { name: d, sql: d.sql }\n";
     write(
         &dir,
         "pipelines.yaml",
@@ -314,6 +319,10 @@ async fn config_and_sql_errors_name_file_line_and_fix() {
     );
     assert!(
         error.contains("c.sql:1") && error.contains("GROUP BY without a window"),
+        "{error}"
+    );
+    assert!(
+        error.contains("d.sql:2:7") && error.contains("`window_start` in WHERE"),
         "{error}"
     );
 }

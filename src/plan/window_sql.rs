@@ -143,6 +143,29 @@ pub fn rewrite_window(
     let Some((index, call)) = found else {
         return Ok(None);
     };
+    // Before the aggregate these columns hold each row's pane, not its
+    // windows: a WHERE on them would silently mean something else.
+    if let Some(filter) = &select.selection {
+        let text = filter.to_string();
+        if let Some(name) = ["window_start", "window_end"].into_iter().find(|n| {
+            text.match_indices(n).any(|(i, _)| {
+                let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+                !text[..i].chars().next_back().is_some_and(is_ident)
+                    && !text[i + n.len()..].chars().next().is_some_and(is_ident)
+            })
+        }) {
+            let span = filter.span();
+            return Err(Diagnostic::new(
+                file,
+                Some(span.start.line as usize),
+                format!("`{name}` in WHERE: windows exist only after the aggregate"),
+            )
+            .at_column(Some(span.start.column as usize))
+            .with_fix(format!(
+                "filter on `{name}` in HAVING, or on the event-time column in WHERE"
+            )));
+        }
+    }
     exprs.splice(
         index..=index,
         [
