@@ -10,3 +10,18 @@ mod window_sql;
 pub use query::{QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan, with_window_columns};
 pub use slot::BatchSlot;
 pub use window_sql::WindowCall;
+
+/// 1-based line and column of the first whole-word `word` in `text`.
+pub(crate) fn locate_word(text: &str, word: &str) -> Option<(usize, usize)> {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    for (l, line) in text.lines().enumerate() {
+        for (c, _) in line.match_indices(word) {
+            let before = line[..c].chars().next_back();
+            let after = line[c + word.len()..].chars().next();
+            if !before.is_some_and(is_ident) && !after.is_some_and(is_ident) {
+                return Some((l + 1, line[..c].chars().count() + 1));
+            }
+        }
+    }
+    None
+}

@@ -18,6 +18,7 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
+use super::locate_word;
 use super::slot::BatchSlot;
 use super::window_sql::{WindowCall, rewrite_window};
 use crate::config::EmitMode;
@@ -131,21 +132,6 @@ fn sql_diagnostic(file: &str, sql: &str, error: DataFusionError, fix: &str) -> D
     Diagnostic::new(file, line.or(Some(1)), message)
         .at_column(column)
         .with_fix(fix)
-}
-
-/// 1-based line and column of the first whole-word `word` in `text`.
-fn locate_word(text: &str, word: &str) -> Option<(usize, usize)> {
-    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
-    for (l, line) in text.lines().enumerate() {
-        for (c, _) in line.match_indices(word) {
-            let before = line[..c].chars().next_back();
-            let after = line[c + word.len()..].chars().next();
-            if !before.is_some_and(is_ident) && !after.is_some_and(is_ident) {
-                return Some((l + 1, line[..c].chars().count() + 1));
-            }
-        }
-    }
-    None
 }
 
 impl QueryPlan {

@@ -19,6 +19,7 @@ use datafusion::sql::sqlparser::ast::{
     Statement,
 };
 
+use super::locate_word;
 use crate::error::Diagnostic;
 use crate::window::WindowSpec;
 
@@ -147,13 +148,10 @@ pub fn rewrite_window(
     // windows: a WHERE on them would silently mean something else.
     if let Some(filter) = &select.selection {
         let text = filter.to_string();
-        if let Some(name) = ["window_start", "window_end"].into_iter().find(|n| {
-            text.match_indices(n).any(|(i, _)| {
-                let is_ident = |c: char| c.is_alphanumeric() || c == '_';
-                !text[..i].chars().next_back().is_some_and(is_ident)
-                    && !text[i + n.len()..].chars().next().is_some_and(is_ident)
-            })
-        }) {
+        if let Some(name) = ["window_start", "window_end"]
+            .into_iter()
+            .find(|n| locate_word(&text, n).is_some())
+        {
             let span = filter.span();
             return Err(Diagnostic::new(
                 file,
