@@ -24,12 +24,10 @@ async fn run_pipeline(dir: &Path, yaml: &str) -> (Summary, PathBuf) {
     (summary, out)
 }
 
-fn pipeline_yaml(format: &str, data: &str, time_type: &str, queries: &str) -> String {
+/// One source block: columns `t` (event time, ms), `k` string, `v` int64.
+fn source_yaml(name: &str, format: &str, data: &str, time_type: &str, delay: &str) -> String {
     format!(
-        "pipelines:
-  p:
-    sources:
-      - name: events
+        "      - name: {name}
         format: {format}
         replay: {{ path: {data}, batch_rows: 3 }}
         columns:
@@ -37,10 +35,21 @@ fn pipeline_yaml(format: &str, data: &str, time_type: &str, queries: &str) -> St
           - {{ name: k, type: string }}
           - {{ name: v, type: int64 }}
         event_time: {{ column: t, unit: ms }}
-        watermark_delay: 1s
-    trigger: 0s
-    queries:
-{queries}"
+        watermark_delay: {delay}
+"
+    )
+}
+
+/// Pipeline `p` over `sources` (blocks from [`source_yaml`]) with `queries`.
+fn pipeline_with(sources: &str, queries: &str) -> String {
+    format!("pipelines:\n  p:\n    sources:\n{sources}    trigger: 0s\n    queries:\n{queries}")
+}
+
+/// Pipeline `p` over one source `events` (delay 1 s) with `queries`.
+fn pipeline_yaml(format: &str, data: &str, time_type: &str, queries: &str) -> String {
+    pipeline_with(
+        &source_yaml("events", format, data, time_type, "1s"),
+        queries,
     )
 }
 
@@ -355,27 +364,13 @@ async fn sources_and_windowed_queries_keep_their_own_watermarks_and_lateness() {
         "other.sql",
         "SELECT window_start, sum(v) AS total FROM other GROUP BY TUMBLE(t, INTERVAL '1' MINUTE)",
     );
-    let yaml = pipeline_yaml(
-        "csv",
-        "events.csv",
-        "int64",
+    let sources = source_yaml("events", "csv", "events.csv", "int64", "0s")
+        + &source_yaml("other", "csv", "other.csv", "int64", "0s");
+    let yaml = pipeline_with(
+        &sources,
         "      - { name: tumbling, sql: tumble.sql, sinks: [ { parquet: {} } ] }
       - { name: hopping, sql: hop.sql, sinks: [ { parquet: {} } ] }
       - { name: other_minutes, sql: other.sql, sinks: [ { parquet: {} } ] }\n",
-    )
-    .replace("watermark_delay: 1s", "watermark_delay: 0s")
-    .replace(
-        "    trigger: 0s",
-        "      - name: other
-        format: csv
-        replay: { path: other.csv, batch_rows: 1 }
-        columns:
-          - { name: t, type: int64 }
-          - { name: k, type: string }
-          - { name: v, type: int64 }
-        event_time: { column: t, unit: ms }
-        watermark_delay: 0s
-    trigger: 0s",
     );
     let (summary, out) = run_pipeline(&dir, &yaml).await;
     assert_eq!(summary.events_in, 6);
