@@ -45,6 +45,7 @@ fn main() {
     let options = RunOptions {
         output_dir: Some(output.clone()),
         progress: false,
+        ..Default::default()
     };
     let started = Instant::now();
     let summary = runtime.block_on(async {
@@ -58,7 +59,7 @@ fn main() {
 
     let started = Instant::now();
     let decoded = runtime.block_on(async {
-        let mut replay = FileReplay::start(&source, &loaded.base_dir).expect("replay");
+        let mut replay = FileReplay::start(&source, &loaded.base_dir, None).expect("replay");
         let mut rows = 0;
         while let Some(batch) = replay.next_batch().await {
             rows += batch.expect("batch").rows.num_rows();

@@ -95,6 +95,9 @@ pub enum StreamSqlError {
     Arrow(#[from] ArrowError),
     #[error(transparent)]
     Parquet(#[from] ParquetError),
+    /// The checkpoint store (a directory or an object store bucket) failed.
+    #[error("checkpoint store: {0}")]
+    ObjectStore(#[from] object_store::Error),
     /// A broken invariant inside the engine: a bug, never the user's input.
     #[error("internal error: {0}")]
     Internal(String),

@@ -12,6 +12,7 @@ pub mod runtime;
 pub mod sample;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod window;
 
 pub use error::{Result, StreamSqlError};

@@ -1,6 +1,7 @@
 //! Property tests of the window operator against a brute-force evaluation:
 //! random disorder, random micro-batch sizes, random windows and watermark
-//! delays. The reference replays the same micro-batches, keeps raw rows per
+//! delays, and runs stopped and restarted from their checkpoints at random
+//! micro-batches. The reference replays the same micro-batches, keeps raw rows per
 //! window and computes every aggregate from scratch.
 
 mod common;
@@ -12,6 +13,7 @@ use std::path::Path;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use proptest::prelude::*;
+use streamsql::runtime::RunOptions;
 
 #[derive(Debug, Clone, Copy)]
 enum Window {
@@ -185,10 +187,13 @@ fn engine_rows(batches: &[RecordBatch]) -> Vec<(WindowKey, Values)> {
 }
 
 /// How a case runs: `trigger` is `0s` (every micro-batch) or `1h` (never
-/// during the run, so updates come only as windows close).
+/// during the run, so updates come only as windows close). The run stops
+/// after `stops[0]` micro-batches with a checkpoint, restarts from it, stops
+/// after `stops[1]` more, and so on, then runs to the end.
 struct Run<'a> {
     emit: &'a str,
     trigger: &'a str,
+    stops: &'a [u64],
 }
 
 /// Writes the case's input, query and pipelines file, runs it, and returns
@@ -202,6 +207,7 @@ fn run_case(
     run: &Run,
 ) -> Vec<RecordBatch> {
     let (emit, trigger) = (run.emit, run.trigger);
+    let _ = std::fs::remove_dir_all(dir.join("out"));
     let mut csv = String::new();
     for e in events {
         writeln!(csv, "{},{},{}", e.t, e.k, e.v).unwrap();
@@ -247,7 +253,15 @@ fn run_case(
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(common::run(&dir.join("pipelines.yaml"), "p", &out));
+    let loaded = streamsql::config::load(&dir.join("pipelines.yaml")).unwrap();
+    for stop in run.stops.iter().map(|s| Some(*s)).chain([None]) {
+        let options = RunOptions {
+            output_dir: Some(out.clone()),
+            stop_after_batches: stop,
+            ..Default::default()
+        };
+        runtime.block_on(common::run_with(&loaded, "p", &options));
+    }
     common::read_parts(&out.join("q"))
 }
 
@@ -306,12 +320,13 @@ proptest! {
         batch_rows in 1usize..80,
         delay in (0i64..32).prop_map(|d| d * 250),
         slow_trigger in any::<bool>(),
+        stops in prop::collection::vec(1u64..12, 0..4),
     ) {
         let trigger = if slow_trigger { "1h" } else { "0s" };
         let dir = common::scratch_dir("props");
         let (expected, expected_late) = reference(&events, window, batch_rows, delay);
 
-        let final_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, &Run { emit: "final", trigger }));
+        let final_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, &Run { emit: "final", trigger, stops: &stops }));
         let mut late = late_rows(&dir);
         let mut expected_late_sorted = expected_late.clone();
         late.sort();
@@ -323,7 +338,7 @@ proptest! {
         prop_assert_eq!(&final_map, &expected, "final output differs from the reference");
 
         // Update mode: the last version of every window equals its final value.
-        let update_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, &Run { emit: "update", trigger }));
+        let update_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, &Run { emit: "update", trigger, stops: &stops }));
         let last: Rows = update_rows.into_iter().collect();
         for (key, value) in &expected {
             prop_assert_eq!(last.get(key), Some(value), "last update of {:?}", key);

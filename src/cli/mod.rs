@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline until its input is exhausted.
+    /// Run a pipeline until its input is exhausted, resuming from its newest
+    /// checkpoint.
     Run {
         pipeline: String,
         /// Write outputs here instead of the pipeline's output_dir.
@@ -36,6 +37,14 @@ enum Command {
         /// No live progress line.
         #[arg(long)]
         quiet: bool,
+        /// Delete the pipeline's checkpoints and outputs and start from the
+        /// beginning of the input.
+        #[arg(long)]
+        from_scratch: bool,
+        /// Stop after N micro-batches with a checkpoint, leaving windows open;
+        /// the next run continues where this one stopped.
+        #[arg(long, value_name = "N")]
+        stop_after_batches: Option<u64>,
     },
     /// Check pipelines.yaml and plan every query, without running anything.
     Check {
@@ -102,11 +111,15 @@ async fn execute(cli: Cli) -> Result<()> {
             pipeline,
             output,
             quiet,
+            from_scratch,
+            stop_after_batches,
         } => {
             let loaded = config::load(&cli.config)?;
             let options = RunOptions {
                 output_dir: output,
                 progress: !quiet,
+                from_scratch,
+                stop_after_batches,
             };
             let runner = Pipeline::build(&loaded, &pipeline, &options).await?;
             let output_dir = runner.output_dir().clone();

@@ -149,6 +149,13 @@ fn check_pipeline(
             "declare at least one source",
         );
     }
+    if pipeline.checkpoint.retain == 0 {
+        report(
+            "retain:",
+            "checkpoint.retain must be at least 1".into(),
+            "keep at least the newest checkpoint, e.g. `retain: 3`",
+        );
+    }
     let mut tables = HashSet::new();
     for source in &pipeline.sources {
         for table in [source.name.clone(), format!("{}_late", source.name)] {

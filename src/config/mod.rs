@@ -40,6 +40,34 @@ pub struct PipelineConfig {
     /// How often sinks commit: a Parquet file is written per commit epoch.
     #[serde(default = "default_commit_interval", with = "duration")]
     pub commit_interval: Duration,
+    /// Where state and source positions are checkpointed at every commit.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Checkpoints: one per commit epoch, the newest `retain` kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// A directory (relative to pipelines.yaml) or an object store URL such as
+    /// `s3://bucket/prefix`; default `<output_dir>/_checkpoints`.
+    pub location: Option<String>,
+    /// How many complete checkpoints to keep (older ones are deleted).
+    #[serde(default = "default_retain")]
+    pub retain: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            location: None,
+            retain: default_retain(),
+        }
+    }
+}
+
+fn default_retain() -> usize {
+    3
 }
 
 fn default_trigger() -> Duration {

@@ -1,10 +1,12 @@
 //! The micro-batch loop: pull a batch from a source, split off late rows, run
 //! every query in declaration order (each may read what earlier ones emitted),
-//! advance the watermark, close windows, and commit sinks every epoch.
+//! advance the watermark, close windows, and every commit epoch make the
+//! sinks' files durable, then checkpoint state and source positions.
 
 mod progress;
+mod restore;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,9 +19,10 @@ use crate::config::{LoadedConfig, PipelineConfig, SinkConfig};
 use crate::error::{Diagnostics, Result, StreamSqlError};
 use crate::plan::{BatchSlot, QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan};
 use crate::sink::{ConsoleSink, DeadLetterSink, ParquetSink, Sink};
-use crate::source::{FileReplay, SourceBatch};
+use crate::source::{FileReplay, SourceBatch, SourcePosition};
+use crate::state::{CheckpointStore, Manifest, QueryCheckpoint, SourceCheckpoint};
 use crate::window::{WindowOperator, WindowSpec};
-pub use progress::Summary;
+pub use progress::{CheckpointStats, Restored, Summary};
 
 /// Plans every query of a pipeline, reporting all problems at once.
 pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<Vec<QueryPlan>> {
@@ -70,12 +73,19 @@ pub struct RunOptions {
     pub output_dir: Option<PathBuf>,
     /// Print the live progress line.
     pub progress: bool,
+    /// Delete the checkpoints and start from the beginning of the input.
+    pub from_scratch: bool,
+    /// Stop after this many micro-batches, with a checkpoint, without
+    /// closing the open windows: the next run continues from there.
+    pub stop_after_batches: Option<u64>,
 }
 
 struct SourceRuntime {
     name: String,
     delay: i64,
     replay: FileReplay,
+    /// How far the source has been read (for checkpoints).
+    position: Option<SourcePosition>,
     /// Watermark in UTC ms; `i64::MIN` until the first row.
     watermark: i64,
     late_sink: ParquetSink,
@@ -97,10 +107,17 @@ pub struct Pipeline {
     queries: Vec<QueryRuntime>,
     dead_letters: DeadLetterSink,
     output_dir: PathBuf,
+    checkpoints: CheckpointStore,
+    /// The commit epoch in progress; checkpoint `epoch` closes it.
     epoch: u64,
+    restored: Option<Restored>,
 }
 
 impl Pipeline {
+    /// Plans the pipeline and restores its newest checkpoint (unless
+    /// `options.from_scratch`): state, watermarks and source positions; the
+    /// output files of epochs after the checkpoint are removed, to be written
+    /// again.
     pub async fn build(loaded: &LoadedConfig, name: &str, options: &RunOptions) -> Result<Self> {
         let config = loaded.pipeline(name)?.clone();
         let plans = plan_pipeline(loaded, name).await?;
@@ -108,16 +125,31 @@ impl Pipeline {
             .output_dir
             .clone()
             .unwrap_or_else(|| loaded.output_dir(name, &config));
+        let checkpoints = restore::open_store(loaded, &config, &output_dir)?;
+        let started = Instant::now();
+        let checkpoint = if options.from_scratch {
+            checkpoints.clear().await?;
+            None
+        } else {
+            checkpoints.latest(name).await?
+        };
+        let keep_through = checkpoint.as_ref().map(|c| c.manifest.sequence);
+        if let Some(sequence) = keep_through {
+            checkpoints.discard_after(sequence).await?;
+        }
         let mut sources = Vec::new();
         for source in &config.sources {
+            let saved = restore::source_state(loaded, checkpoint.as_ref(), &source.name)?;
             sources.push(SourceRuntime {
                 name: source.name.clone(),
                 delay: source.watermark_delay.as_millis() as i64,
-                replay: FileReplay::start(source, &loaded.base_dir)?,
-                watermark: i64::MIN,
+                replay: FileReplay::start(source, &loaded.base_dir, saved.position.as_ref())?,
+                position: saved.position,
+                watermark: saved.watermark,
                 late_sink: ParquetSink::create(
                     &output_dir.join(format!("{}_late", source.name)),
                     source.schema(),
+                    keep_through,
                 )?,
                 done: false,
             });
@@ -133,10 +165,12 @@ impl Pipeline {
                         .ok_or_else(|| {
                             StreamSqlError::Internal(format!("{} windows a non-source", plan.name))
                         })?;
-                    Some((
-                        source,
-                        WindowOperator::new(aggregate.clone(), &pre.schema(), plan.emit)?,
-                    ))
+                    let mut operator =
+                        WindowOperator::new(aggregate.clone(), &pre.schema(), plan.emit)?;
+                    if let Some(checkpoint) = &checkpoint {
+                        restore::window_state(loaded, name, checkpoint, &plan.name, &mut operator)?;
+                    }
+                    Some((source, operator))
                 }
                 QueryShape::Stateless { .. } => None,
             };
@@ -146,6 +180,7 @@ impl Pipeline {
                     SinkConfig::Parquet(_) => Sink::Parquet(ParquetSink::create(
                         &output_dir.join(&plan.name),
                         Arc::clone(&plan.output_schema),
+                        keep_through,
                     )?),
                     SinkConfig::Console(c) => Sink::Console(ConsoleSink::new(&plan.name, c.rows)),
                 });
@@ -157,7 +192,12 @@ impl Pipeline {
                 rows_out: 0,
             });
         }
-        let dead_letters = DeadLetterSink::create(&output_dir.join("dead_letters"))?;
+        let dead_letters = DeadLetterSink::create(&output_dir.join("dead_letters"), keep_through)?;
+        let restored = checkpoint.map(|c| Restored {
+            sequence: c.manifest.sequence,
+            bytes: c.bytes,
+            duration: started.elapsed(),
+        });
         Ok(Self {
             name: name.to_string(),
             config,
@@ -165,7 +205,9 @@ impl Pipeline {
             queries,
             dead_letters,
             output_dir,
-            epoch: 0,
+            checkpoints,
+            epoch: keep_through.map_or(0, |s| s + 1),
+            restored,
         })
     }
 
@@ -176,7 +218,9 @@ impl Pipeline {
     /// Runs until every source is exhausted, then flushes all windows.
     pub async fn run(mut self, options: &RunOptions) -> Result<Summary> {
         let mut summary = Summary::new(&self.name);
+        summary.restored = self.restored.clone();
         let started = Instant::now();
+        let mut batches = 0u64;
         let mut last_commit = Instant::now();
         let mut last_trigger = Instant::now();
         let mut progress = progress::Progress::new(options.progress);
@@ -195,8 +239,13 @@ impl Pipeline {
                 last_trigger = Instant::now();
             }
             self.process(index, batch, trigger, &mut summary).await?;
+            batches += 1;
+            if options.stop_after_batches == Some(batches) {
+                summary.stopped_early = true;
+                break;
+            }
             if last_commit.elapsed() >= self.config.commit_interval {
-                self.commit()?;
+                self.commit(&mut summary).await?;
                 last_commit = Instant::now();
             }
             progress.update(
@@ -206,11 +255,13 @@ impl Pipeline {
                 started.elapsed(),
             );
         }
-        // End of a finite input: every window is complete.
-        for index in 0..self.sources.len() {
-            self.flush_source(index).await?;
+        if !summary.stopped_early {
+            // End of a finite input: every window is complete.
+            for index in 0..self.sources.len() {
+                self.flush_source(index).await?;
+            }
         }
-        self.commit()?;
+        self.commit(&mut summary).await?;
         summary.elapsed = started.elapsed();
         summary.rows_out = self
             .queries
@@ -244,7 +295,9 @@ impl Pipeline {
             .fold((0, 0), |(k, b), (k2, b2)| (k + k2, b + b2))
     }
 
-    fn commit(&mut self) -> Result<()> {
+    /// Ends the epoch: the sinks make its files durable, then the checkpoint
+    /// records the state and positions they correspond to.
+    async fn commit(&mut self, summary: &mut Summary) -> Result<()> {
         for query in &mut self.queries {
             for sink in &mut query.sinks {
                 sink.commit(self.epoch)?;
@@ -254,8 +307,51 @@ impl Pipeline {
             source.late_sink.commit(self.epoch)?;
         }
         self.dead_letters.commit(self.epoch)?;
+        let started = Instant::now();
+        let bytes = self.checkpoint().await?;
+        summary.checkpoints.record(started.elapsed(), bytes);
         self.epoch += 1;
         Ok(())
+    }
+
+    /// Writes checkpoint `epoch`; returns its size in bytes.
+    async fn checkpoint(&mut self) -> Result<u64> {
+        let sources = self
+            .sources
+            .iter()
+            .map(|s| {
+                let saved = SourceCheckpoint {
+                    position: s.position.clone(),
+                    watermark: s.watermark,
+                };
+                (s.name.clone(), saved)
+            })
+            .collect();
+        let mut queries = BTreeMap::new();
+        let mut states = BTreeMap::new();
+        for query in &mut self.queries {
+            if let Some((_, operator)) = &mut query.window {
+                let entry = QueryCheckpoint {
+                    signature: operator.signature().to_string(),
+                    file: None,
+                    rows: 0,
+                    bytes: 0,
+                };
+                queries.insert(query.plan.name.clone(), entry);
+                states.insert(query.plan.name.clone(), operator.snapshot()?);
+            }
+        }
+        let manifest = Manifest {
+            format: crate::state::FORMAT_VERSION,
+            pipeline: self.name.clone(),
+            sequence: self.epoch,
+            written_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            sources,
+            queries,
+        };
+        self.checkpoints.write(manifest, states).await
     }
 
     async fn process(
@@ -306,6 +402,7 @@ impl Pipeline {
         };
         self.run_queries(index, streams, step, from, to).await?;
         self.sources[index].watermark = to;
+        self.sources[index].position = Some(batch.position);
         Ok(())
     }
 

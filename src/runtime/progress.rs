@@ -14,6 +14,36 @@ pub struct Summary {
     pub rows_out: Vec<(String, u64)>,
     pub dead_letters: BTreeMap<(String, String), u64>,
     pub elapsed: Duration,
+    /// The checkpoint this run resumed from.
+    pub restored: Option<Restored>,
+    pub checkpoints: CheckpointStats,
+    /// Stopped by `--stop-after-batches` before the end of its input.
+    pub stopped_early: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    pub sequence: u64,
+    pub bytes: u64,
+    /// Reading the checkpoint and loading its state.
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointStats {
+    pub written: u64,
+    pub total_duration: Duration,
+    pub max_duration: Duration,
+    pub last_bytes: u64,
+}
+
+impl CheckpointStats {
+    pub fn record(&mut self, duration: Duration, bytes: u64) {
+        self.written += 1;
+        self.total_duration += duration;
+        self.max_duration = self.max_duration.max(duration);
+        self.last_bytes = bytes;
+    }
 }
 
 impl Summary {
@@ -40,6 +70,21 @@ impl fmt::Display for Summary {
             self.events_per_second(),
             self.late
         )?;
+        if let Some(r) = &self.restored {
+            writeln!(
+                f,
+                "  resumed from checkpoint {} ({} bytes, loaded in {} ms)",
+                r.sequence,
+                r.bytes,
+                r.duration.as_millis()
+            )?;
+            if self.events_in == 0 {
+                writeln!(
+                    f,
+                    "  no new input since then; `run --from-scratch` recomputes from the start"
+                )?;
+            }
+        }
         for (query, rows) in &self.rows_out {
             writeln!(f, "  query {query}: {rows} rows out")?;
         }
@@ -48,6 +93,23 @@ impl fmt::Display for Summary {
         }
         for ((source, kind), count) in &self.dead_letters {
             writeln!(f, "  dead letters from {source}: {count} ({kind})")?;
+        }
+        let c = &self.checkpoints;
+        if c.written > 0 {
+            writeln!(
+                f,
+                "  checkpoints: {} written (mean {} ms, max {} ms), last {} bytes",
+                c.written,
+                (c.total_duration / c.written as u32).as_millis(),
+                c.max_duration.as_millis(),
+                c.last_bytes
+            )?;
+        }
+        if self.stopped_early {
+            writeln!(
+                f,
+                "  stopped early with a checkpoint; run again to continue"
+            )?;
         }
         Ok(())
     }

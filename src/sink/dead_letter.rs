@@ -27,10 +27,11 @@ pub struct DeadLetterSink {
 }
 
 impl DeadLetterSink {
-    pub fn create(dir: &Path) -> Result<Self> {
+    /// Like [`super::ParquetSink::create`]: removes parts after `keep_through`.
+    pub fn create(dir: &Path, keep_through: Option<u64>) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StreamSqlError::io(format!("cannot create {}", dir.display()), e))?;
-        remove_parts(dir, "jsonl")?;
+        remove_parts(dir, "jsonl", keep_through)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             buffered: Vec::new(),

@@ -28,11 +28,13 @@ const IN_PROGRESS: &str = ".part-in-progress.parquet.tmp";
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 impl ParquetSink {
-    /// A sink writing into `dir`; removes the part files of an earlier run.
-    pub fn create(dir: &Path, schema: SchemaRef) -> Result<Self> {
+    /// A sink writing into `dir`. Part files of epochs after `keep_through`
+    /// (all, when `None`: a fresh start) are removed: they belong to epochs
+    /// no checkpoint covers, which this run writes again.
+    pub fn create(dir: &Path, schema: SchemaRef, keep_through: Option<u64>) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StreamSqlError::io(format!("cannot create {}", dir.display()), e))?;
-        remove_parts(dir, "parquet")?;
+        remove_parts(dir, "parquet", keep_through)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             schema,
@@ -79,14 +81,19 @@ impl ParquetSink {
     }
 }
 
-/// Removes `part-*.<extension>` files left in `dir` by an earlier run.
-pub fn remove_parts(dir: &Path, extension: &str) -> Result<()> {
+/// Removes the `part-<epoch>.<extension>` files in `dir` with an epoch after
+/// `keep_through` (every one when `None`).
+pub fn remove_parts(dir: &Path, extension: &str, keep_through: Option<u64>) -> Result<()> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| StreamSqlError::io(format!("cannot list {}", dir.display()), e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("part-") && name.ends_with(&format!(".{extension}")) {
+        let epoch = name
+            .strip_prefix("part-")
+            .and_then(|rest| rest.strip_suffix(&format!(".{extension}")))
+            .and_then(|epoch| epoch.parse::<u64>().ok());
+        if epoch.is_some_and(|epoch| keep_through.is_none_or(|keep| epoch > keep)) {
             std::fs::remove_file(entry.path()).map_err(|e| {
                 StreamSqlError::io(format!("cannot remove {}", entry.path().display()), e)
             })?;

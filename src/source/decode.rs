@@ -15,7 +15,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::{csv, json};
 
 use super::replay::LinePosition;
-use super::{DeadLetter, SourceBatch};
+use super::{DeadLetter, SourceBatch, SourcePosition};
 use crate::config::{EventTimeUnit, Format, SourceConfig};
 use crate::error::Result;
 
@@ -63,11 +63,13 @@ impl Decoder {
     }
 
     /// Decodes `bytes`: lines each ending in `\n`, whose byte ranges
-    /// (without the newline) and positions `lines` lists.
+    /// (without the newline) and positions `lines` lists. `position` is where
+    /// the source stands after these lines.
     pub fn decode(
         &self,
         bytes: &[u8],
         lines: &[(std::ops::Range<usize>, LinePosition)],
+        position: SourcePosition,
     ) -> Result<SourceBatch> {
         let mut dead_letters = Vec::new();
         // `row_lines[r]`: the line row `r` came from.
@@ -123,6 +125,7 @@ impl Decoder {
             event_time,
             dead_letters,
             lines: lines.len(),
+            position,
         })
     }
 

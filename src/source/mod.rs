@@ -7,6 +7,7 @@ mod decode;
 mod replay;
 
 use datafusion::arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
 
 pub use decode::Decoder;
 pub use replay::FileReplay;
@@ -41,4 +42,16 @@ pub struct SourceBatch {
     pub dead_letters: Vec<DeadLetter>,
     /// How many input lines this batch covers (rows + dead letters).
     pub lines: usize,
+    /// Where the source stands after this batch: a restart resumes here.
+    pub position: SourcePosition,
+}
+
+/// How far a source has been read, as recorded in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourcePosition {
+    /// File replay: the last line read (1-based) and its file, relative to
+    /// pipelines.yaml. Files replay in name order, so every file naming
+    /// before `file` has been read completely.
+    Replay { file: String, line: u64 },
 }

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int8Array, RecordBatch, TimestampMillisecondArray,
+    Array, ArrayRef, BooleanArray, Int8Array, Int64Array, RecordBatch, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::cast::as_boolean_array;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -218,6 +218,134 @@ impl WindowedAggregate {
             Arc::clone(&self.output_schema),
             columns,
         )?)
+    }
+}
+
+/// Operator state read back from a checkpoint: per group its bounds (pane
+/// or session), its `changed` flag, its key and its partial aggregate state.
+pub struct StateRows {
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub changed: Vec<bool>,
+    pub keys: Rows,
+    /// Per aggregate: its state arrays.
+    pub states: Vec<Vec<ArrayRef>>,
+}
+
+impl WindowedAggregate {
+    /// What the operator's state means: window, key types and every
+    /// aggregate with its state fields. A checkpoint is only restored into an
+    /// operator with the same signature.
+    pub fn signature(&self, input_schema: &SchemaRef) -> Result<String> {
+        let keys = self
+            .keys
+            .iter()
+            .map(|(expr, name)| Ok(format!("{name} {}", expr.data_type(input_schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let aggregates = self
+            .aggregates
+            .iter()
+            .map(|a| {
+                let fields = a
+                    .state_fields()?
+                    .iter()
+                    .map(|f| f.data_type().to_string())
+                    .collect::<Vec<_>>();
+                Ok(format!("{} [{}]", a.name(), fields.join(", ")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(format!(
+            "{}; keys: {}; aggregates: {}",
+            self.spec,
+            keys.join(", "),
+            aggregates.join("; ")
+        ))
+    }
+
+    /// The checkpoint layout of state: `start`, `end`, `changed`, one column
+    /// per key (`key.<name>`), one per aggregate state field. Plain columns,
+    /// so the state can be inspected with any Parquet reader.
+    pub fn state_batch(
+        &self,
+        converter: &RowConverter,
+        bounds: (Vec<i64>, Vec<i64>),
+        changed: Vec<bool>,
+        keys: &Rows,
+        states: &[Vec<ArrayRef>],
+    ) -> Result<RecordBatch> {
+        let mut fields = vec![
+            Field::new("start", DataType::Int64, false),
+            Field::new("end", DataType::Int64, false),
+            Field::new("changed", DataType::Boolean, false),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(bounds.0)),
+            Arc::new(Int64Array::from(bounds.1)),
+            Arc::new(BooleanArray::from(changed)),
+        ];
+        let key_names: Vec<&str> = match self.keys.len() {
+            0 => vec!["none"],
+            _ => self.keys.iter().map(|(_, name)| name.as_str()).collect(),
+        };
+        for (array, name) in converter
+            .convert_rows(keys.iter())?
+            .into_iter()
+            .zip(key_names)
+        {
+            fields.push(Field::new(
+                format!("key.{name}"),
+                array.data_type().clone(),
+                true,
+            ));
+            columns.push(array);
+        }
+        for (aggregate, state) in self.aggregates.iter().zip(states) {
+            for (field, array) in aggregate.state_fields()?.iter().zip(state) {
+                let name = format!("{}.{}", aggregate.name(), field.name());
+                fields.push(Field::new(name, array.data_type().clone(), true));
+                columns.push(Arc::clone(array));
+            }
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// Reads a batch written by [`Self::state_batch`] back.
+    pub fn read_state_batch(
+        &self,
+        converter: &RowConverter,
+        batch: &RecordBatch,
+    ) -> Result<StateRows> {
+        let int64 = |i: usize| -> Result<Vec<i64>> {
+            Ok(datafusion::common::cast::as_int64_array(batch.column(i))?
+                .values()
+                .to_vec())
+        };
+        let key_count = self.keys.len().max(1);
+        let mut next = 3 + key_count;
+        let mut states = Vec::with_capacity(self.aggregates.len());
+        for aggregate in &self.aggregates {
+            let width = aggregate.state_fields()?.len();
+            if next + width > batch.num_columns() {
+                return Err(StreamSqlError::Internal(
+                    "checkpointed state has fewer columns than the query's aggregates".into(),
+                ));
+            }
+            states.push(batch.columns()[next..next + width].to_vec());
+            next += width;
+        }
+        Ok(StateRows {
+            starts: int64(0)?,
+            ends: int64(1)?,
+            changed: as_boolean_array(batch.column(2))?
+                .iter()
+                .map(|c| c == Some(true))
+                .collect(),
+            keys: converter.convert_columns(&batch.columns()[3..3 + key_count])?,
+            states,
+        })
     }
 }
 

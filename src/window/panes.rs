@@ -10,8 +10,8 @@ use datafusion::arrow::row::RowConverter;
 use datafusion::logical_expr::GroupsAccumulator;
 
 use super::aggregate::{
-    EvaluatedInput, WindowedAggregate, accumulators_size, evaluate_all, merge_states, state_all,
-    take_states,
+    EvaluatedInput, StateRows, WindowedAggregate, accumulators_size, evaluate_all, merge_states,
+    state_all, take_states,
 };
 use super::keys::KeyTable;
 use crate::error::Result;
@@ -275,6 +275,59 @@ impl PaneWindows {
             &self.aggregate.output_schema,
             &batches,
         )?))
+    }
+
+    /// Every pane's state as rows (one batch per pane), for a checkpoint.
+    pub fn snapshot(&mut self, converter: &RowConverter) -> Result<Vec<RecordBatch>> {
+        let pane = self.aggregate.spec.pane().unwrap_or(0);
+        let mut out = Vec::with_capacity(self.panes.len());
+        for (start, p) in &mut self.panes {
+            let mut changed = p.changed.clone();
+            changed.resize(p.keys.len(), false);
+            let (states, keys) = p.read()?;
+            let n = keys.len();
+            out.push(self.aggregate.state_batch(
+                converter,
+                (vec![*start; n], vec![start + pane; n]),
+                changed,
+                keys.rows(),
+                states,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Adds the panes of a checkpoint: `rows` in pane order, each pane's
+    /// groups contiguous.
+    pub fn restore(&mut self, converter: &RowConverter, rows: StateRows) -> Result<()> {
+        let mut first = 0;
+        while first < rows.starts.len() {
+            let start = rows.starts[first];
+            let count = rows.starts[first..]
+                .iter()
+                .take_while(|s| **s == start)
+                .count();
+            let mut pane = Pane::new(&self.aggregate, converter)?;
+            for r in first..first + count {
+                pane.keys.intern(rows.keys.row(r));
+            }
+            if pane.keys.len() != count {
+                return Err(crate::error::StreamSqlError::Internal(format!(
+                    "checkpointed pane {start} repeats a key"
+                )));
+            }
+            pane.changed = rows.changed[first..first + count].to_vec();
+            pane.any_changed = pane.changed.iter().any(|c| *c);
+            pane.snapshot = Some(
+                rows.states
+                    .iter()
+                    .map(|s| s.iter().map(|a| a.slice(first, count)).collect())
+                    .collect(),
+            );
+            self.panes.insert(start, pane);
+            first += count;
+        }
+        Ok(())
     }
 
     /// Open panes and bytes held.

@@ -9,8 +9,8 @@ use datafusion::arrow::row::RowConverter;
 use datafusion::logical_expr::GroupsAccumulator;
 
 use super::aggregate::{
-    EvaluatedInput, WindowedAggregate, accumulators_size, evaluate_all, merge_states, state_all,
-    take_states,
+    EvaluatedInput, StateRows, WindowedAggregate, accumulators_size, evaluate_all, merge_states,
+    state_all, take_states,
 };
 use super::keys::KeyTable;
 use crate::error::Result;
@@ -190,9 +190,7 @@ impl SessionWindows {
         if groups.is_empty() {
             return Ok(None);
         }
-        let states = state_all(&mut self.accumulators)?;
-        let all: Vec<usize> = (0..self.sessions.len()).collect();
-        merge_states(&mut self.accumulators, &states, &all, all.len())?;
+        let states = self.read_states()?;
         let indices = UInt32Array::from(groups.iter().map(|&g| g as u32).collect::<Vec<_>>());
         let selected = take_states(&states, &indices)?;
         let mut scratch = self.aggregate.new_accumulators()?;
@@ -209,6 +207,57 @@ impl SessionWindows {
             self.aggregate
                 .assemble(converter, starts, ends, &key_rows, results)?,
         ))
+    }
+
+    /// Every session's partial state, leaving the accumulators as they were
+    /// (DataFusion's accumulators are read by draining, so merge it back).
+    fn read_states(&mut self) -> Result<Vec<Vec<datafusion::arrow::array::ArrayRef>>> {
+        let states = state_all(&mut self.accumulators)?;
+        let all: Vec<usize> = (0..self.sessions.len()).collect();
+        merge_states(&mut self.accumulators, &states, &all, all.len())?;
+        Ok(states)
+    }
+
+    /// Every open session as rows, for a checkpoint.
+    pub fn snapshot(&mut self, converter: &RowConverter) -> Result<Vec<RecordBatch>> {
+        if self.sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let states = self.read_states()?;
+        let mut key_rows = converter.empty_rows(self.sessions.len(), 0);
+        for s in &self.sessions {
+            key_rows.push(self.keys.row(s.key));
+        }
+        let batch = self.aggregate.state_batch(
+            converter,
+            self.sessions.iter().map(|s| (s.start, s.end)).unzip(),
+            self.sessions.iter().map(|s| s.changed).collect(),
+            &key_rows,
+            &states,
+        )?;
+        Ok(vec![batch])
+    }
+
+    /// Adds the sessions of a checkpoint.
+    pub fn restore(&mut self, rows: StateRows) -> Result<()> {
+        let first = self.sessions.len();
+        for r in 0..rows.starts.len() {
+            let key = self.keys.intern(rows.keys.row(r));
+            self.by_key.entry(key).or_default().push(first + r);
+            self.sessions.push(Session {
+                key,
+                start: rows.starts[r],
+                end: rows.ends[r],
+                changed: rows.changed[r],
+            });
+        }
+        let groups: Vec<usize> = (first..self.sessions.len()).collect();
+        merge_states(
+            &mut self.accumulators,
+            &rows.states,
+            &groups,
+            self.sessions.len(),
+        )
     }
 
     pub fn state_size(&self) -> (usize, usize) {

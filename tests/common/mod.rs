@@ -30,12 +30,20 @@ pub async fn run_loaded(
 ) -> Summary {
     let options = RunOptions {
         output_dir: Some(output.to_path_buf()),
-        progress: false,
+        ..Default::default()
     };
-    let runner = Pipeline::build(loaded, pipeline, &options)
+    run_with(loaded, pipeline, &options).await
+}
+
+pub async fn run_with(
+    loaded: &streamsql::config::LoadedConfig,
+    pipeline: &str,
+    options: &RunOptions,
+) -> Summary {
+    let runner = Pipeline::build(loaded, pipeline, options)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    runner.run(&options).await.unwrap_or_else(|e| panic!("{e}"))
+    runner.run(options).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Every batch of the `part-*.parquet` files in `dir`, in file order.

@@ -1,0 +1,372 @@
+//! Checkpoints under fire. A pipeline killed with SIGKILL at random points
+//! and restarted each time must end with exactly the output of a run that
+//! was never interrupted: no row lost, none written twice. A corrupt or
+//! half-written newest checkpoint is skipped for the one before it, and a
+//! checkpoint of a query that has changed since is refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+fn streamsql(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamsql"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "p", "--quiet", "--output", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    streamsql(config, &args).output().expect("run streamsql")
+}
+
+fn assert_ok(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Every output table of a run (`<query>`, `<source>_late`) as sorted row
+/// texts, plus the dead letters: what "identical output" compares.
+fn outputs(out: &Path) -> Vec<(String, Vec<String>)> {
+    let mut tables: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.ends_with("_checkpoints"))
+        .collect();
+    tables.sort();
+    let options = FormatOptions::default().with_null("NULL");
+    tables
+        .into_iter()
+        .map(|dir| {
+            let mut rows = Vec::new();
+            for batch in common::read_parts(&dir) {
+                let formatters: Vec<_> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                    .collect();
+                for r in 0..batch.num_rows() {
+                    let row: Vec<String> =
+                        formatters.iter().map(|f| f.value(r).to_string()).collect();
+                    rows.push(row.join("|"));
+                }
+            }
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+                .collect();
+            files.sort();
+            for file in files {
+                rows.extend(
+                    std::fs::read_to_string(file)
+                        .unwrap()
+                        .lines()
+                        .map(String::from),
+                );
+            }
+            rows.sort();
+            (
+                dir.file_name().unwrap().to_string_lossy().into_owned(),
+                rows,
+            )
+        })
+        .collect()
+}
+
+fn assert_same_outputs(expected: &[(String, Vec<String>)], actual: &[(String, Vec<String>)]) {
+    assert_eq!(
+        expected.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+        actual.iter().map(|(t, _)| t).collect::<Vec<_>>()
+    );
+    for ((table, want), (_, got)) in expected.iter().zip(actual) {
+        assert_eq!(want.len(), got.len(), "rows of {table}");
+        if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
+            panic!(
+                "{table} differs at sorted row {i}:\n want {}\n got  {}",
+                want[i], got[i]
+            );
+        }
+    }
+}
+
+/// The newest checkpoint sequence in `out`, if any.
+fn newest_checkpoint(out: &Path) -> Option<u64> {
+    std::fs::read_dir(out.join("_checkpoints"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+}
+
+/// A small deterministic generator (xorshift), seeded per run and printed,
+/// so a failing kill schedule can be replayed.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// W1 plus two queries with other kinds of state (session windows, distinct
+/// counts, averages, min/max), over `data` (a glob), checkpointing after
+/// every micro-batch.
+fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let w1 = repo.join("queries/task_failure_metrics.sql");
+    std::fs::write(
+        dir.join("sessions.sql"),
+        "SELECT window_start, window_end, machine_id, count(*) AS events,
+                count(DISTINCT job_id) AS jobs, avg(cpu_request) AS avg_cpu, max(priority) AS top_priority
+         FROM task_events WHERE machine_id IS NOT NULL
+         GROUP BY SESSION(time, INTERVAL '20' SECOND), machine_id",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("per_user.sql"),
+        "SELECT window_start, user, count(*) AS events, min(memory_request) AS min_memory,
+                sum(disk_request) AS disk
+         FROM task_events GROUP BY TUMBLE(time, INTERVAL '5' MINUTE), user",
+    )
+    .unwrap();
+    let columns = "time:int64 missing_info:int32 job_id:int64 task_index:int64 machine_id:int64 \
+                   event_type:int32 user:string scheduling_class:int32 priority:int32 \
+                   cpu_request:double memory_request:double disk_request:double \
+                   different_machines:int32";
+    let columns: String = columns
+        .split(' ')
+        .map(|c| {
+            let (name, ty) = c.split_once(':').unwrap();
+            format!("          - {{ name: {name}, type: {ty} }}\n")
+        })
+        .collect();
+    let yaml = format!(
+        "pipelines:
+  p:
+    sources:
+      - name: task_events
+        format: csv
+        replay: {{ path: '{data}', batch_rows: {batch_rows} }}
+        columns:
+{columns}        event_time: {{ column: time, unit: us }}
+        watermark_delay: 30s
+    commit_interval: 0s
+    checkpoint: {{ retain: 3 }}
+    queries:
+      - {{ name: task_failure_metrics, sql: '{}', sinks: [ {{ parquet: {{}} }} ] }}
+      - {{ name: sessions, sql: sessions.sql, sinks: [ {{ parquet: {{}} }} ] }}
+      - {{ name: per_user, sql: per_user.sql, sinks: [ {{ parquet: {{}} }} ] }}
+",
+        w1.display()
+    );
+    let config = dir.join("pipelines.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    config
+}
+
+fn sample_glob() -> String {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    format!(
+        "{}/datasets/google-2011-sample/task_events/part-*.csv.gz",
+        repo.display()
+    )
+}
+
+/// The real trace's first parts when ../shared/datasets is present, else the
+/// bundled sample.
+fn trace_glob() -> String {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let trace = repo.join("../shared/datasets/google-2011/task_events");
+    if trace.is_dir() {
+        format!("{}/part-0000[0-5]-of-*.csv.gz", trace.display())
+    } else {
+        eprintln!("the real trace is absent: using the bundled sample");
+        sample_glob()
+    }
+}
+
+#[test]
+fn killed_at_random_points_and_restarted_the_output_is_identical() {
+    let dir = common::scratch_dir("kill9");
+    let config = write_pipeline(&dir, &trace_glob(), 20_000);
+
+    let reference = dir.join("reference");
+    let started = Instant::now();
+    let stdout = assert_ok(&run(&config, &reference, &[]));
+    let full = started.elapsed();
+    eprintln!("uninterrupted run: {full:?}\n{stdout}");
+    let expected = outputs(&reference);
+    for table in ["task_failure_metrics", "sessions", "per_user"] {
+        let rows = &expected.iter().find(|(t, _)| t == table).unwrap().1;
+        assert!(!rows.is_empty(), "{table} is empty");
+    }
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill schedule seed: {seed}");
+    let mut random = Random(seed);
+    let out = dir.join("killed");
+    let (mut kills, mut checkpoints_seen) = (0, Vec::new());
+    // Each attempt lives a random 2-20% of an uninterrupted run, so ten kills
+    // land across the input; bounded in attempts and in time.
+    let deadline = Instant::now() + full * 40 + Duration::from_secs(60);
+    for _ in 0..40 {
+        if kills >= 12 || Instant::now() > deadline {
+            break;
+        }
+        let mut child = streamsql(
+            &config,
+            &["run", "p", "--quiet", "--output", out.to_str().unwrap()],
+        )
+        .spawn()
+        .expect("start streamsql");
+        let life = full.mul_f64((2 + random.below(19)) as f64 / 100.0);
+        std::thread::sleep(life);
+        match child.try_wait().expect("poll") {
+            Some(status) => {
+                // It finished before the kill: start over for a new schedule.
+                assert!(status.success(), "a run failed");
+                let _ = std::fs::remove_dir_all(&out);
+            }
+            None => {
+                child.kill().expect("SIGKILL");
+                let _ = child.wait();
+                kills += 1;
+                checkpoints_seen.push(newest_checkpoint(&out));
+            }
+        }
+    }
+    eprintln!("{kills} kills; newest checkpoint after each: {checkpoints_seen:?}");
+    assert!(kills >= 10, "only {kills} kills landed mid-run");
+    let distinct: std::collections::BTreeSet<_> = checkpoints_seen.iter().flatten().collect();
+    assert!(
+        distinct.len() >= 3,
+        "kills did not land across the run: {checkpoints_seen:?}"
+    );
+    let resumable = newest_checkpoint(&out).is_some();
+    let stdout = assert_ok(&run(&config, &out, &[]));
+    assert_eq!(
+        stdout.contains("resumed from checkpoint"),
+        resumable,
+        "{stdout}"
+    );
+    assert_same_outputs(&expected, &outputs(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Breaks the newest checkpoint in one of the ways a crash or a bad disk
+/// can, and returns what it did.
+fn break_newest(out: &Path, how: usize) -> (u64, &'static str) {
+    let newest = newest_checkpoint(out).expect("a checkpoint");
+    let folder = out.join("_checkpoints").join(format!("chk-{newest:012}"));
+    let state = folder.join("task_failure_metrics.parquet");
+    match how {
+        0 => {
+            std::fs::remove_file(folder.join("manifest.json")).unwrap();
+            // A folder without manifest is not listed by `newest_checkpoint`.
+            (newest, "no readable manifest")
+        }
+        1 => {
+            std::fs::write(folder.join("manifest.json"), "{\"format\": 1, \"seq").unwrap();
+            (newest, "manifest does not parse")
+        }
+        _ => {
+            let bytes = std::fs::read(&state).unwrap();
+            std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+            (newest, "bytes, the manifest says")
+        }
+    }
+}
+
+#[test]
+fn a_broken_newest_checkpoint_is_skipped_for_the_one_before() {
+    let dir = common::scratch_dir("broken-checkpoint");
+    let config = write_pipeline(&dir, &sample_glob(), 5_000);
+    let reference = dir.join("reference");
+    assert_ok(&run(&config, &reference, &[]));
+    let expected = outputs(&reference);
+
+    for how in 0..3 {
+        let out = dir.join(format!("broken-{how}"));
+        assert_ok(&run(&config, &out, &["--stop-after-batches", "7"]));
+        assert_ok(&run(&config, &out, &["--stop-after-batches", "4"]));
+        let (broken, why) = break_newest(&out, how);
+        let output = run(&config, &out, &[]);
+        let stdout = assert_ok(&output);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("skipping checkpoint {broken}")) && stderr.contains(why),
+            "no warning for checkpoint {broken} ({why}): {stderr}"
+        );
+        assert!(
+            stdout.contains(&format!("resumed from checkpoint {}", broken - 1)),
+            "{stdout}"
+        );
+        assert_same_outputs(&expected, &outputs(&out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_changed_query_refuses_its_old_checkpoint_until_from_scratch() {
+    let dir = common::scratch_dir("changed-query");
+    let config = write_pipeline(&dir, &sample_glob(), 5_000);
+    let reference = dir.join("reference");
+    assert_ok(&run(&config, &reference, &[]));
+
+    let out = dir.join("out");
+    assert_ok(&run(&config, &out, &["--stop-after-batches", "5"]));
+    // A different aggregate: the checkpointed state cannot be its state.
+    let sql = std::fs::read_to_string(dir.join("per_user.sql")).unwrap();
+    std::fs::write(
+        dir.join("per_user.sql"),
+        sql.replace("sum(disk_request)", "max(disk_request)"),
+    )
+    .unwrap();
+    let output = run(&config, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("per_user.sql")
+            && stderr.contains("query `per_user` changed since checkpoint 4")
+            && stderr.contains("--from-scratch"),
+        "{stderr}"
+    );
+    // Undone, it resumes; or, changed, --from-scratch recomputes everything.
+    std::fs::write(dir.join("per_user.sql"), &sql).unwrap();
+    let stdout = assert_ok(&run(&config, &out, &[]));
+    assert!(stdout.contains("resumed from checkpoint 4"), "{stdout}");
+    assert_same_outputs(&outputs(&reference), &outputs(&out));
+    let stdout = assert_ok(&run(&config, &out, &["--from-scratch"]));
+    assert!(!stdout.contains("resumed"), "{stdout}");
+    assert_same_outputs(&outputs(&reference), &outputs(&out));
+    // A run over input already read to its end finds nothing new.
+    let stdout = assert_ok(&run(&config, &out, &[]));
+    assert!(stdout.contains("pipeline p: 0 events"), "{stdout}");
+    assert_same_outputs(&outputs(&reference), &outputs(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
