@@ -67,6 +67,30 @@ fn main() {
         rows
     });
     let replay_secs = started.elapsed().as_secs_f64();
+
+    // Checkpoint cost at full W1 state: stop half-way (windows open), which
+    // writes a checkpoint, then restore it as a restart would.
+    let half = summary.events_in / 8192 / 2;
+    let stop = RunOptions {
+        output_dir: Some(output.clone()),
+        from_scratch: true,
+        stop_after_batches: Some(half),
+        ..Default::default()
+    };
+    let (stopped, restored) = runtime.block_on(async {
+        let runner = Pipeline::build(&loaded, "task_failures", &stop)
+            .await
+            .expect("build");
+        let stopped = runner.run(&stop).await.expect("run");
+        let resume = RunOptions {
+            output_dir: Some(output.clone()),
+            ..Default::default()
+        };
+        let runner = Pipeline::build(&loaded, "task_failures", &resume)
+            .await
+            .expect("restore");
+        (stopped, runner.restored().cloned().expect("restored"))
+    });
     let _ = std::fs::remove_dir_all(&output);
 
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -86,5 +110,14 @@ fn main() {
     println!(
         "pipeline / replay-alone throughput ratio: {:.2}",
         replay_secs / pipeline_secs
+    );
+    println!(
+        "checkpoint of W1 state after {} events ({} state groups): {:.0} KB written in {} ms, \
+         restored in {} ms",
+        stopped.events_in,
+        stopped.state_groups,
+        restored.bytes as f64 / 1e3,
+        stopped.checkpoints.last_duration.as_millis(),
+        restored.duration.as_millis()
     );
 }

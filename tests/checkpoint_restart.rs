@@ -1,8 +1,9 @@
 //! Checkpoints under fire. A pipeline killed with SIGKILL at random points
 //! and restarted each time must end with exactly the output of a run that
 //! was never interrupted: no row lost, none written twice. A corrupt or
-//! half-written newest checkpoint is skipped for the one before it, and a
-//! checkpoint of a query that has changed since is refused.
+//! half-written newest checkpoint is skipped for the one before it, a
+//! checkpoint of a query that has changed since is refused, and checkpoints
+//! in an S3 bucket (moto's S3 server on loopback) work like local ones.
 
 mod common;
 
@@ -367,6 +368,156 @@ fn a_changed_query_refuses_its_old_checkpoint_until_from_scratch() {
     // A run over input already read to its end finds nothing new.
     let stdout = assert_ok(&run(&config, &out, &[]));
     assert!(stdout.contains("pipeline p: 0 events"), "{stdout}");
+    assert_same_outputs(&outputs(&reference), &outputs(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// moto's S3 server on a free loopback port, stopped when dropped.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start() -> Self {
+        let program =
+            std::env::var("STREAMSQL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start `{program}` ({e}): run the tests with scripts/test.sh, \
+                     which installs moto's S3 server"
+                )
+            });
+        let server = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the S3 server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// A plain HTTP request; returns the status code and body.
+    fn request(&self, method: &str, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let address = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        (status, response)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn checkpoints_in_an_s3_bucket_restore_like_local_ones() {
+    let s3 = S3Server::start();
+    assert_eq!(
+        s3.request("PUT", "/checkpoints").0,
+        200,
+        "create the bucket"
+    );
+    let dir = common::scratch_dir("s3-checkpoints");
+    let config = write_pipeline(&dir, &sample_glob(), 5_000);
+    let reference = dir.join("reference");
+    assert_ok(&run(&config, &reference, &[]));
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        yaml.replace(
+            "checkpoint: { retain: 3 }",
+            "checkpoint: { location: 's3://checkpoints/runs/w1', retain: 3 }",
+        ),
+    )
+    .unwrap();
+
+    let out = dir.join("out");
+    let run_s3 = |extra: &[&str]| {
+        let mut args = vec!["run", "p", "--quiet", "--output", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let output = streamsql(&config, &args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT", &s3.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .output()
+            .expect("run streamsql");
+        assert_ok(&output)
+    };
+    run_s3(&["--stop-after-batches", "6"]);
+    let (_, listing) = s3.request("GET", "/checkpoints?list-type=2&prefix=runs/w1/");
+    let manifests = listing.matches("/manifest.json</Key>").count();
+    assert_eq!(manifests, 3, "retain keeps three checkpoints: {listing}");
+    assert!(listing.contains("runs/w1/chk-000000000005/task_failure_metrics.parquet"));
+    assert!(
+        !out.join("_checkpoints").exists(),
+        "nothing checkpointed locally"
+    );
+
+    let stdout = run_s3(&[]);
+    assert!(stdout.contains("resumed from checkpoint 5"), "{stdout}");
+    assert_same_outputs(&outputs(&reference), &outputs(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_stops_with_a_checkpoint_and_the_next_run_continues() {
+    let dir = common::scratch_dir("ctrl-c");
+    let config = write_pipeline(&dir, &trace_glob(), 20_000);
+    let reference = dir.join("reference");
+    let started = Instant::now();
+    assert_ok(&run(&config, &reference, &[]));
+    let full = started.elapsed();
+
+    let out = dir.join("out");
+    let child = streamsql(
+        &config,
+        &["run", "p", "--quiet", "--output", out.to_str().unwrap()],
+    )
+    .spawn()
+    .expect("start streamsql");
+    std::thread::sleep(full / 3);
+    let signal = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(signal.success());
+    let stdout = assert_ok(&child.wait_with_output().expect("wait"));
+    assert!(
+        stdout.contains("stopped early with a checkpoint"),
+        "{stdout}"
+    );
+    let stdout = assert_ok(&run(&config, &out, &[]));
+    assert!(stdout.contains("resumed from checkpoint"), "{stdout}");
     assert_same_outputs(&outputs(&reference), &outputs(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline until its input is exhausted, resuming from its newest
-    /// checkpoint.
+    /// checkpoint. Ctrl-C stops it with a checkpoint.
     Run {
         pipeline: String,
         /// Write outputs here instead of the pipeline's output_dir.

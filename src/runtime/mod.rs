@@ -215,6 +215,11 @@ impl Pipeline {
         &self.output_dir
     }
 
+    /// The checkpoint this pipeline was restored from, if any.
+    pub fn restored(&self) -> Option<&Restored> {
+        self.restored.as_ref()
+    }
+
     /// Runs until every source is exhausted, then flushes all windows.
     pub async fn run(mut self, options: &RunOptions) -> Result<Summary> {
         let mut summary = Summary::new(&self.name);
@@ -225,9 +230,20 @@ impl Pipeline {
         let mut last_trigger = Instant::now();
         let mut progress = progress::Progress::new(options.progress);
         let mut next = 0;
+        // Ctrl-C (SIGINT) stops between micro-batches, with a checkpoint.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         while let Some(index) = self.next_source(next) {
             next = index + 1;
-            let batch = match self.sources[index].replay.next_batch().await {
+            let next_batch = tokio::select! {
+                biased;
+                _ = &mut interrupted => {
+                    summary.stopped_early = true;
+                    break;
+                }
+                batch = self.sources[index].replay.next_batch() => batch,
+            };
+            let batch = match next_batch {
                 Some(batch) => batch?,
                 None => {
                     self.sources[index].done = true;
@@ -261,6 +277,7 @@ impl Pipeline {
                 self.flush_source(index).await?;
             }
         }
+        summary.state_groups = self.state_size().0;
         self.commit(&mut summary).await?;
         summary.elapsed = started.elapsed();
         summary.rows_out = self

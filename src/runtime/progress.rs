@@ -17,8 +17,10 @@ pub struct Summary {
     /// The checkpoint this run resumed from.
     pub restored: Option<Restored>,
     pub checkpoints: CheckpointStats,
-    /// Stopped by `--stop-after-batches` before the end of its input.
+    /// Stopped before the end of its input (`--stop-after-batches`, Ctrl-C).
     pub stopped_early: bool,
+    /// Window state groups held at the end (zero once the input is exhausted).
+    pub state_groups: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -34,6 +36,7 @@ pub struct CheckpointStats {
     pub written: u64,
     pub total_duration: Duration,
     pub max_duration: Duration,
+    pub last_duration: Duration,
     pub last_bytes: u64,
 }
 
@@ -42,6 +45,7 @@ impl CheckpointStats {
         self.written += 1;
         self.total_duration += duration;
         self.max_duration = self.max_duration.max(duration);
+        self.last_duration = duration;
         self.last_bytes = bytes;
     }
 }
@@ -78,7 +82,7 @@ impl fmt::Display for Summary {
                 r.bytes,
                 r.duration.as_millis()
             )?;
-            if self.events_in == 0 {
+            if self.events_in == 0 && self.dead_letters.is_empty() {
                 writeln!(
                     f,
                     "  no new input since then; `run --from-scratch` recomputes from the start"
