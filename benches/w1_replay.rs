@@ -27,7 +27,8 @@ fn main() {
     let mut loaded = streamsql::config::load(&repo.join("pipelines.yaml")).expect("pipelines.yaml");
     let pipeline = loaded.file.pipelines.get_mut("task_failures").expect("W1");
     if trace.is_dir() {
-        pipeline.sources[0].replay.path = format!("{}/part-*.csv.gz", trace.display());
+        pipeline.sources[0].replay.as_mut().expect("replay").path =
+            format!("{}/part-*.csv.gz", trace.display());
         println!("input: the real trace, {}", trace.display());
     } else {
         println!("input: the bundled sample (../shared/datasets absent)");
@@ -59,7 +60,9 @@ fn main() {
 
     let started = Instant::now();
     let decoded = runtime.block_on(async {
-        let mut replay = FileReplay::start(&source, &loaded.base_dir, None).expect("replay");
+        let replay_config = source.replay.clone().expect("replay");
+        let mut replay =
+            FileReplay::start(&source, &replay_config, &loaded.base_dir, None).expect("replay");
         let mut rows = 0;
         while let Some(batch) = replay.next_batch().await {
             rows += batch.expect("batch").rows.num_rows();

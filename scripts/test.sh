@@ -9,6 +9,17 @@ cache="${STREAMSQL_CACHE:-$HOME/.cache/streamsql}"
 # Builds are reused across runs from a target directory outside the clone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 
+# tansu, a Kafka-protocol broker in Rust (../shared/notes/kafka-here.md):
+# built once (about 16 minutes on 2 cores) into the cache.
+TANSU_VERSION=0.6.0
+tools="$cache/tools"
+if [ "$("$tools/bin/tansu" --version 2>/dev/null)" != "tansu $TANSU_VERSION" ]; then
+  echo "building tansu $TANSU_VERSION into $tools" >&2
+  (unset CARGO_TARGET_DIR; cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features dynostore,libsql --root "$tools")
+fi
+export STREAMSQL_TANSU="$tools/bin/tansu"
+
 # Python services, in one virtualenv: moto's S3 server (checkpoints in a bucket).
 MOTO_VERSION=5.2.5
 venv="$cache/venv"

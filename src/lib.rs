@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod plan;
+pub mod replay;
 pub mod runtime;
 pub mod sample;
 pub mod sink;

@@ -54,7 +54,8 @@ async fn w1_equals_batch_sql_over_the_real_trace() {
         .pipelines
         .get_mut("task_failures")
         .expect("W1 pipeline");
-    pipeline.sources[0].replay.path = format!("{}/part-*.csv.gz", trace.display());
+    pipeline.sources[0].replay.as_mut().expect("replay").path =
+        format!("{}/part-*.csv.gz", trace.display());
     pipeline.queries[0]
         .sinks
         .retain(|s| matches!(s, streamsql::config::SinkConfig::Parquet(_)));

@@ -65,6 +65,34 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: query::OutputFormat,
     },
+    /// Produce Google trace tables to Kafka in one global time order, keyed
+    /// by job id (the simulator of seeds 000 and 001).
+    Replay {
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// TOPIC=PATH: a table's folder (its `part-?????-of-?????.csv[.gz]`
+        /// files) or a glob, produced to TOPIC. Repeat for several tables.
+        #[arg(
+            long = "table",
+            value_name = "TOPIC=PATH",
+            default_value = "task_events=datasets/google-2011-sample/task_events"
+        )]
+        tables: Vec<String>,
+        /// Partitions of the topics created (existing topics are kept).
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        /// Pace events at this multiple of the trace's speed, times rebased
+        /// to now (default: as fast as possible, times unchanged).
+        #[arg(long)]
+        speedup: Option<f64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Write the bundled sample data (synthetic, in the real trace format).
     GenerateSample {
         #[arg(long, default_value = "datasets/google-2011-sample/task_events")]
@@ -192,6 +220,39 @@ async fn execute(cli: Cli) -> Result<()> {
             let batches = query::query_outputs(&dir, &sql).await?;
             query::print(&batches, format)
         }
+        Command::Replay {
+            brokers,
+            tables,
+            partitions,
+            speedup,
+            limit,
+            quiet,
+        } => {
+            let tables = tables
+                .iter()
+                .map(|t| replay_table(t))
+                .collect::<Result<Vec<_>>>()?;
+            let topics: Vec<&str> = tables.iter().map(|(t, _)| t.as_str()).collect();
+            crate::replay::create_topics(&brokers, &topics, partitions).await?;
+            let options = crate::replay::ReplayOptions {
+                brokers,
+                tables,
+                partitions,
+                speedup,
+                limit,
+                progress: !quiet,
+            };
+            let stats = tokio::task::spawn_blocking(move || crate::replay::produce(&options))
+                .await
+                .map_err(|e| crate::StreamSqlError::Internal(e.to_string()))??;
+            println!(
+                "replayed {} events in {:.2} s ({:.0} events/s)",
+                stats.produced,
+                stats.elapsed.as_secs_f64(),
+                stats.rate()
+            );
+            Ok(())
+        }
         Command::GenerateSample {
             out,
             rows,
@@ -206,4 +267,30 @@ async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `TOPIC=PATH` of `replay --table`: the topic and the table's files in order.
+fn replay_table(spec: &str) -> Result<(String, Vec<PathBuf>)> {
+    let bad = |why: &str| -> crate::StreamSqlError {
+        crate::error::Diagnostic::new("--table", None, format!("`{spec}`: {why}"))
+            .with_fix("write it as TOPIC=PATH, e.g. task_events=../shared/datasets/google-2011/task_events")
+            .into()
+    };
+    let (topic, path) = spec.split_once('=').ok_or_else(|| bad("no `=`"))?;
+    let path = PathBuf::from(path);
+    let pattern = if path.is_dir() {
+        path.join("part-?????-of-?????.csv*")
+    } else {
+        path
+    };
+    let mut files: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
+        .map_err(|e| bad(&e.to_string()))?
+        .filter_map(|p| p.ok())
+        .filter(|p| p.is_file())
+        .collect();
+    if files.is_empty() {
+        return Err(bad(&format!("no file matches {}", pattern.display())));
+    }
+    files.sort();
+    Ok((topic.to_string(), files))
 }

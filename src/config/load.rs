@@ -167,7 +167,30 @@ fn check_pipeline(
                 );
             }
         }
-        if source.replay.batch_rows == 0 {
+        match (&source.replay, &source.kafka) {
+            (Some(_), Some(_)) | (None, None) => report(
+                &format!("name: {}", source.name),
+                format!(
+                    "source `{}` needs exactly one of `replay` and `kafka`",
+                    source.name
+                ),
+                "keep `replay: { path: ... }` for files or `kafka: { brokers: ..., topic: ... }`",
+            ),
+            _ => {}
+        }
+        if let Some(name) = source
+            .kafka
+            .as_ref()
+            .and_then(|k| k.timestamp_column.as_ref())
+            && source.columns.iter().any(|c| &c.name == name)
+        {
+            report(
+                "timestamp_column:",
+                format!("timestamp_column `{name}` is also a declared column"),
+                "give the Kafka timestamp column a name of its own",
+            );
+        }
+        if source.batch_rows() == 0 {
             report(
                 "batch_rows:",
                 "batch_rows must be at least 1".into(),
@@ -191,11 +214,16 @@ fn check_pipeline(
                 );
             }
         }
+        let timestamp_column = source
+            .kafka
+            .as_ref()
+            .and_then(|k| k.timestamp_column.as_ref());
         match source
             .columns
             .iter()
             .find(|c| c.name == source.event_time.column)
         {
+            None if timestamp_column == Some(&source.event_time.column) => {}
             None => report(
                 "event_time:",
                 format!(

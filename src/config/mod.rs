@@ -85,7 +85,9 @@ pub struct SourceConfig {
     /// The table name queries select from; `<name>_late` holds its late rows.
     pub name: String,
     pub format: Format,
-    pub replay: ReplayConfig,
+    /// Exactly one of `replay` (local files) and `kafka`.
+    pub replay: Option<ReplayConfig>,
+    pub kafka: Option<KafkaConfig>,
     pub columns: Vec<ColumnConfig>,
     pub event_time: EventTimeConfig,
     /// Bounded out-of-orderness: watermark = max event time seen - this delay.
@@ -96,14 +98,31 @@ pub struct SourceConfig {
 }
 
 impl SourceConfig {
-    /// The Arrow schema of the source's rows, as declared.
+    /// The Arrow schema of the source's rows: the declared columns, then the
+    /// Kafka message timestamp when `kafka.timestamp_column` asks for it.
     pub fn schema(&self) -> SchemaRef {
-        let fields: Vec<Field> = self
+        let mut fields: Vec<Field> = self
             .columns
             .iter()
             .map(|c| Field::new(&c.name, c.column_type.data_type(), true))
             .collect();
+        if let Some(name) = self
+            .kafka
+            .as_ref()
+            .and_then(|k| k.timestamp_column.as_ref())
+        {
+            fields.push(Field::new(name, ColumnType::Timestamp.data_type(), true));
+        }
         Arc::new(Schema::new(fields))
+    }
+
+    /// Rows per micro-batch, whichever the source.
+    pub fn batch_rows(&self) -> usize {
+        match (&self.replay, &self.kafka) {
+            (_, Some(kafka)) => kafka.batch_rows,
+            (Some(replay), None) => replay.batch_rows,
+            (None, None) => default_batch_rows(),
+        }
     }
 }
 
@@ -151,6 +170,60 @@ pub struct ReplayConfig {
 
 fn default_batch_rows() -> usize {
     8192
+}
+
+/// A Kafka topic, read by a consumer group (librdkafka).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    pub topic: String,
+    /// Consumer group id; default `streamsql-<pipeline>-<source>`.
+    pub group: Option<String>,
+    /// Most rows per micro-batch.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// A micro-batch is cut after this long even when not full.
+    #[serde(default = "default_batch_timeout", with = "duration")]
+    pub batch_timeout: Duration,
+    /// A partition without messages for this long stops holding the
+    /// watermark back (the watermark is the minimum over active partitions).
+    #[serde(default = "default_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    /// Where a partition with no checkpointed or committed offset starts.
+    #[serde(default)]
+    pub start: StartOffset,
+    /// Treat the topic as finite: stop (closing every window, like the end
+    /// of a file) once every assigned partition has been read up to the end
+    /// offset it had when it was assigned.
+    #[serde(default)]
+    pub stop_at_end: bool,
+    /// Treat the topic as finite: stop (closing every window) once no
+    /// message arrived for this long.
+    #[serde(default, with = "optional_duration")]
+    pub stop_when_idle: Option<Duration>,
+    /// Adds the message timestamp (UTC ms) as a `timestamp` column of this name.
+    pub timestamp_column: Option<String>,
+    /// More librdkafka consumer properties (e.g. security settings).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_batch_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartOffset {
+    #[default]
+    Earliest,
+    Latest,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +347,17 @@ pub struct ConsoleSinkConfig {
 
 fn default_console_rows() -> usize {
     20
+}
+
+/// An optional [`duration`].
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
 }
 
 /// `30s`, `2m`, `500ms`: human-readable durations in YAML.

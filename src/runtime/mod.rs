@@ -19,7 +19,7 @@ use crate::config::{LoadedConfig, PipelineConfig, SinkConfig};
 use crate::error::{Diagnostics, Result, StreamSqlError};
 use crate::plan::{BatchSlot, QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan};
 use crate::sink::{ConsoleSink, DeadLetterSink, ParquetSink, Sink};
-use crate::source::{FileReplay, SourceBatch, SourcePosition};
+use crate::source::{Source, SourceBatch, SourcePosition};
 use crate::state::{CheckpointStore, Manifest, QueryCheckpoint, SourceCheckpoint};
 use crate::window::{WindowOperator, WindowSpec};
 pub use progress::{CheckpointStats, Restored, Summary};
@@ -83,7 +83,7 @@ pub struct RunOptions {
 struct SourceRuntime {
     name: String,
     delay: i64,
-    replay: FileReplay,
+    input: Source,
     /// How far the source has been read (for checkpoints).
     position: Option<SourcePosition>,
     /// Watermark in UTC ms; `i64::MIN` until the first row.
@@ -143,7 +143,7 @@ impl Pipeline {
             sources.push(SourceRuntime {
                 name: source.name.clone(),
                 delay: source.watermark_delay.as_millis() as i64,
-                replay: FileReplay::start(source, &loaded.base_dir, saved.position.as_ref())?,
+                input: Source::start(source, &loaded.base_dir, name, saved.position.as_ref())?,
                 position: saved.position,
                 watermark: saved.watermark,
                 late_sink: ParquetSink::create(
@@ -241,7 +241,7 @@ impl Pipeline {
                     summary.stopped_early = true;
                     break;
                 }
-                batch = self.sources[index].replay.next_batch() => batch,
+                batch = self.sources[index].input.next_batch() => batch,
             };
             let batch = match next_batch {
                 Some(batch) => batch?,
@@ -368,7 +368,13 @@ impl Pipeline {
             sources,
             queries,
         };
-        self.checkpoints.write(manifest, states).await
+        let bytes = self.checkpoints.write(manifest, states).await?;
+        for source in &self.sources {
+            if let Some(position) = &source.position {
+                source.input.checkpointed(position);
+            }
+        }
+        Ok(bytes)
     }
 
     async fn process(
@@ -382,8 +388,7 @@ impl Pipeline {
         summary.events_in += batch.rows.num_rows() as u64;
         let source = &self.sources[index];
         let from = source.watermark;
-        let max_time = batch.event_time.iter().copied().max().unwrap_or(i64::MIN);
-        let to = from.max(max_time.saturating_sub(source.delay));
+        let to = from.max(batch.event_time_progress.saturating_sub(source.delay));
         // A row is late for a windowed query when all its windows there are
         // closed; it goes to `<source>_late` when late for any of them.
         let mut open_rows: HashMap<usize, BooleanArray> = HashMap::new();

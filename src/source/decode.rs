@@ -14,8 +14,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::{csv, json};
 
-use super::replay::LinePosition;
-use super::{DeadLetter, SourceBatch, SourcePosition};
+use super::{DeadLetter, RawRecord, SourceBatch, SourcePosition};
 use crate::config::{EventTimeUnit, Format, SourceConfig};
 use crate::error::Result;
 
@@ -23,6 +22,10 @@ pub struct Decoder {
     source: String,
     format: Format,
     delimiter: u8,
+    /// The declared columns: what a record holds.
+    record_schema: SchemaRef,
+    /// The rows produced: the record's columns, then the Kafka message
+    /// timestamp when the source adds it.
     schema: SchemaRef,
     event_time_index: usize,
     event_time_unit: EventTimeUnit,
@@ -32,43 +35,50 @@ impl Decoder {
     pub fn new(config: &SourceConfig) -> Result<Self> {
         let schema = config.schema();
         let event_time_index = schema.index_of(&config.event_time.column)?;
+        let record_schema =
+            Arc::new(schema.project(&(0..config.columns.len()).collect::<Vec<_>>())?);
         Ok(Self {
             source: config.name.clone(),
             format: config.format,
             delimiter: config.csv.delimiter as u8,
+            record_schema,
             schema,
             event_time_index,
             event_time_unit: config.event_time.unit,
         })
     }
 
+    /// The schema of the rows produced.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     fn decode_bytes(&self, bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
         let rows = bytes.iter().filter(|b| **b == b'\n').count() + 1;
         match self.format {
             Format::Csv => {
-                let mut decoder = csv::ReaderBuilder::new(Arc::clone(&self.schema))
+                let mut decoder = csv::ReaderBuilder::new(Arc::clone(&self.record_schema))
                     .with_delimiter(self.delimiter)
                     .with_batch_size(rows)
                     .build_decoder();
-                decode_all(bytes, &mut decoder, &self.schema)
+                decode_all(bytes, &mut decoder, &self.record_schema)
             }
             Format::Json => {
-                let mut decoder = json::ReaderBuilder::new(Arc::clone(&self.schema))
+                let mut decoder = json::ReaderBuilder::new(Arc::clone(&self.record_schema))
                     .with_batch_size(rows)
                     .with_strict_mode(false)
                     .build_decoder()?;
-                decode_all(bytes, &mut decoder, &self.schema)
+                decode_all(bytes, &mut decoder, &self.record_schema)
             }
         }
     }
 
-    /// Decodes `bytes`: lines each ending in `\n`, whose byte ranges
-    /// (without the newline) and positions `lines` lists. `position` is where
-    /// the source stands after these lines.
+    /// Decodes `bytes`: records each ending in `\n`, listed by `lines`.
+    /// `position` is where the source stands after these records.
     pub fn decode(
         &self,
         bytes: &[u8],
-        lines: &[(std::ops::Range<usize>, LinePosition)],
+        lines: &[RawRecord],
         position: SourcePosition,
     ) -> Result<SourceBatch> {
         let mut dead_letters = Vec::new();
@@ -80,7 +90,8 @@ impl Decoder {
             _ => {
                 let mut good = Vec::new();
                 let mut row_lines = Vec::new();
-                for (i, (range, position)) in lines.iter().enumerate() {
+                for (i, record) in lines.iter().enumerate() {
+                    let range = &record.bytes;
                     let mut line = bytes[range.clone()].to_vec();
                     line.push(b'\n');
                     match self.decode_bytes(&line) {
@@ -89,28 +100,37 @@ impl Decoder {
                             row_lines.push(i);
                         }
                         Ok(batch) => dead_letters.push(self.dead_letter(
-                            position,
+                            record,
                             &bytes[range.clone()],
                             format!("expected one record, found {}", batch.num_rows()),
                         )),
                         Err(e) => dead_letters.push(self.dead_letter(
-                            position,
+                            record,
                             &bytes[range.clone()],
                             e.to_string(),
                         )),
                     }
                 }
-                (concat_batches(&self.schema, &good)?, row_lines)
+                (concat_batches(&self.record_schema, &good)?, row_lines)
             }
+        };
+        let rows = if self.schema.fields().len() > self.record_schema.fields().len() {
+            let timestamps: TimestampMillisecondArray =
+                row_lines.iter().map(|&l| lines[l].timestamp).collect();
+            let mut columns = rows.columns().to_vec();
+            columns.push(Arc::new(timestamps));
+            RecordBatch::try_new(Arc::clone(&self.schema), columns)?
+        } else {
+            rows
         };
         let column = Arc::clone(rows.column(self.event_time_index));
         let rows = if column.null_count() > 0 {
             let name = self.schema.field(self.event_time_index).name();
             for r in (0..rows.num_rows()).filter(|r| column.is_null(*r)) {
-                let (range, position) = &lines[row_lines[r]];
+                let record = &lines[row_lines[r]];
                 dead_letters.push(self.dead_letter(
-                    position,
-                    &bytes[range.clone()],
+                    record,
+                    &bytes[record.bytes.clone()],
                     format!("event time column `{name}` is empty"),
                 ));
             }
@@ -122,17 +142,18 @@ impl Decoder {
             event_time_millis(rows.column(self.event_time_index), self.event_time_unit)?;
         Ok(SourceBatch {
             rows,
-            event_time,
             dead_letters,
             lines: lines.len(),
             position,
+            event_time_progress: event_time.iter().copied().max().unwrap_or(i64::MIN),
+            event_time,
         })
     }
 
-    fn dead_letter(&self, position: &LinePosition, line: &[u8], reason: String) -> DeadLetter {
+    fn dead_letter(&self, record: &RawRecord, line: &[u8], reason: String) -> DeadLetter {
         DeadLetter {
             source: self.source.clone(),
-            position: position.to_string(),
+            position: record.to_string(),
             reason,
             raw: String::from_utf8_lossy(line).into_owned(),
         }

@@ -4,13 +4,19 @@
 //! plus the dead letters of the lines that could not be decoded.
 
 mod decode;
+mod kafka;
 mod replay;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 pub use decode::Decoder;
-pub use replay::FileReplay;
+pub use kafka::KafkaSource;
+pub use replay::{FileReplay, open_file};
 
 /// One input line that could not become a row, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +39,26 @@ impl DeadLetter {
     }
 }
 
+/// One raw record (a line of a file, a Kafka message's value) in a batch's
+/// byte buffer, with where it came from.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// Its bytes in the buffer, without the newline that follows them.
+    pub bytes: Range<usize>,
+    /// A file (relative to pipelines.yaml) or `kafka:<topic>/<partition>`.
+    pub origin: Arc<str>,
+    /// The 1-based line number in the file, or the Kafka offset.
+    pub index: u64,
+    /// The Kafka message timestamp (UTC ms), when the source has one.
+    pub timestamp: Option<i64>,
+}
+
+impl fmt::Display for RawRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.origin, self.index)
+    }
+}
+
 /// One micro-batch from a source.
 #[derive(Debug, Clone)]
 pub struct SourceBatch {
@@ -44,6 +70,66 @@ pub struct SourceBatch {
     pub lines: usize,
     /// Where the source stands after this batch: a restart resumes here.
     pub position: SourcePosition,
+    /// How far event time has progressed in the source: the watermark may
+    /// advance to this minus the delay. For a file, the newest event time
+    /// seen; for Kafka, the minimum over its active partitions.
+    pub event_time_progress: i64,
+}
+
+/// A running source of either kind.
+pub enum Source {
+    Replay(FileReplay),
+    Kafka(KafkaSource),
+}
+
+impl Source {
+    /// Starts `config`'s source, resuming after `resume` when given.
+    pub fn start(
+        config: &crate::config::SourceConfig,
+        base_dir: &std::path::Path,
+        pipeline: &str,
+        resume: Option<&SourcePosition>,
+    ) -> crate::error::Result<Self> {
+        match (&config.replay, &config.kafka) {
+            (_, Some(kafka)) => Ok(Source::Kafka(KafkaSource::start(
+                config, kafka, pipeline, resume,
+            )?)),
+            (Some(replay), None) => Ok(Source::Replay(FileReplay::start(
+                config, replay, base_dir, resume,
+            )?)),
+            (None, None) => Err(crate::error::StreamSqlError::Internal(format!(
+                "source `{}` has neither replay nor kafka",
+                config.name
+            ))),
+        }
+    }
+
+    /// The next micro-batch, or `None` at the end of a finite input.
+    pub async fn next_batch(&mut self) -> Option<crate::error::Result<SourceBatch>> {
+        match self {
+            Source::Replay(r) => r.next_batch().await,
+            Source::Kafka(k) => k.next_batch().await,
+        }
+    }
+
+    /// A checkpoint holding `position` is complete: Kafka commits it to the
+    /// consumer group (for monitoring; restarts use the checkpoint).
+    pub fn checkpointed(&self, position: &SourcePosition) {
+        if let Source::Kafka(k) = self {
+            k.commit(position);
+        }
+    }
+}
+
+/// A checkpointed position of another kind of source than the one declared.
+fn wrong_position(source: &str, position: &SourcePosition) -> crate::error::StreamSqlError {
+    crate::error::Diagnostic::new(
+        "pipelines.yaml",
+        None,
+        format!("source `{source}` changed kind since its checkpoint (it was at {position:?})"),
+    )
+    .with_fix("run with --from-scratch to read the new source from its start")
+    .into()
 }
 
 /// How far a source has been read, as recorded in a checkpoint.
@@ -54,4 +140,9 @@ pub enum SourcePosition {
     /// pipelines.yaml. Files replay in name order, so every file naming
     /// before `file` has been read completely.
     Replay { file: String, line: u64 },
+    /// Kafka: per partition, the offset of the next message to read.
+    Kafka {
+        topic: String,
+        offsets: std::collections::BTreeMap<i32, i64>,
+    },
 }

@@ -2,7 +2,6 @@
 //! gzip) as micro-batches, decoding on a thread of its own so reading and
 //! decoding overlap with the query work.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -11,32 +10,22 @@ use std::sync::Arc;
 use flate2::read::MultiGzDecoder;
 use tokio::sync::mpsc;
 
-use super::{Decoder, SourceBatch, SourcePosition};
-use crate::config::SourceConfig;
+use super::{Decoder, RawRecord, SourceBatch, SourcePosition, wrong_position};
+use crate::config::{ReplayConfig, SourceConfig};
 use crate::error::{Diagnostic, Result, StreamSqlError};
-
-/// Where a line came from: file (relative to pipelines.yaml) and 1-based
-/// line number.
-#[derive(Debug, Clone)]
-pub struct LinePosition {
-    pub file: Arc<str>,
-    pub line: u64,
-}
-
-impl fmt::Display for LinePosition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.line)
-    }
-}
 
 pub struct FileReplay {
     batches: mpsc::Receiver<Result<SourceBatch>>,
 }
 
 impl FileReplay {
-    /// The files `config.replay.path` matches (relative to `base_dir`), in name order.
-    pub fn files(config: &SourceConfig, base_dir: &Path) -> Result<Vec<PathBuf>> {
-        let pattern = base_dir.join(&config.replay.path);
+    /// The files `replay.path` matches (relative to `base_dir`), in name order.
+    pub fn files(
+        config: &SourceConfig,
+        replay: &ReplayConfig,
+        base_dir: &Path,
+    ) -> Result<Vec<PathBuf>> {
+        let pattern = base_dir.join(&replay.path);
         let pattern = pattern.to_string_lossy();
         let no_files = |why: String| -> StreamSqlError {
             Diagnostic::new(
@@ -65,22 +54,26 @@ impl FileReplay {
     /// batches arrive through [`FileReplay::next_batch`].
     pub fn start(
         config: &SourceConfig,
+        replay: &ReplayConfig,
         base_dir: &Path,
         resume: Option<&SourcePosition>,
     ) -> Result<Self> {
-        let files = Self::files(config, base_dir)?
+        let files = Self::files(config, replay, base_dir)?
             .into_iter()
             .map(|path| {
                 let name = path.strip_prefix(base_dir).unwrap_or(&path).to_path_buf();
                 (path, name)
             })
             .collect();
-        let resume =
-            resume.map(|SourcePosition::Replay { file, line }| (PathBuf::from(file), *line));
+        let resume = match resume {
+            Some(SourcePosition::Replay { file, line }) => Some((PathBuf::from(file), *line)),
+            Some(other) => return Err(wrong_position(&config.name, other)),
+            None => None,
+        };
         let decoder = Decoder::new(config)?;
         let replay = Replay {
             decoder,
-            batch_rows: config.replay.batch_rows,
+            batch_rows: replay.batch_rows,
             header: config.csv.header,
         };
         let (sender, batches) = mpsc::channel(4);
@@ -101,7 +94,8 @@ impl FileReplay {
     }
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
+/// Opens a file for reading, decompressing `.gz`.
+pub fn open_file(path: &Path) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path)
         .map_err(|e| StreamSqlError::io(format!("cannot open {}", path.display()), e))?;
     Ok(if path.extension().is_some_and(|e| e == "gz") {
@@ -129,17 +123,14 @@ impl Replay {
         sender: &mpsc::Sender<Result<SourceBatch>>,
     ) -> Result<()> {
         let mut bytes = Vec::new();
-        let mut lines: Vec<(std::ops::Range<usize>, LinePosition)> =
-            Vec::with_capacity(self.batch_rows);
-        let flush = |bytes: &mut Vec<u8>,
-                     lines: &mut Vec<(std::ops::Range<usize>, LinePosition)>|
-         -> Result<bool> {
-            let Some((_, last)) = lines.last() else {
+        let mut lines: Vec<RawRecord> = Vec::with_capacity(self.batch_rows);
+        let flush = |bytes: &mut Vec<u8>, lines: &mut Vec<RawRecord>| -> Result<bool> {
+            let Some(last) = lines.last() else {
                 return Ok(true);
             };
             let position = SourcePosition::Replay {
-                file: last.file.to_string(),
-                line: last.line,
+                file: last.origin.to_string(),
+                line: last.index,
             };
             let batch = self.decoder.decode(bytes, lines, position)?;
             bytes.clear();
@@ -154,7 +145,7 @@ impl Replay {
                 _ => 0,
             };
             let name: Arc<str> = Arc::from(name.display().to_string());
-            let mut reader = BufReader::with_capacity(1 << 20, open(&path)?);
+            let mut reader = BufReader::with_capacity(1 << 20, open_file(&path)?);
             let mut line_no = 0u64;
             loop {
                 let start = bytes.len();
@@ -178,13 +169,12 @@ impl Replay {
                 }
                 let end = bytes.len();
                 bytes.push(b'\n');
-                lines.push((
-                    start..end,
-                    LinePosition {
-                        file: Arc::clone(&name),
-                        line: line_no,
-                    },
-                ));
+                lines.push(RawRecord {
+                    bytes: start..end,
+                    origin: Arc::clone(&name),
+                    index: line_no,
+                    timestamp: None,
+                });
                 if lines.len() >= self.batch_rows && !flush(&mut bytes, &mut lines)? {
                     return Ok(());
                 }

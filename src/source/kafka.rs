@@ -1,0 +1,462 @@
+//! The Kafka source: a consumer group member (librdkafka, through the
+//! `rdkafka` crate) on a thread of its own, cutting micro-batches by size or
+//! time. Offsets are ours: they travel in checkpoints, a restart seeks to
+//! them, and they are committed to the group after each checkpoint so that
+//! monitoring tools see the lag.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::{Decoder, RawRecord, SourceBatch, SourcePosition, wrong_position};
+use crate::config::{KafkaConfig, SourceConfig, StartOffset};
+use crate::error::{Diagnostic, Result, StreamSqlError};
+
+pub struct KafkaSource {
+    batches: mpsc::Receiver<Result<SourceBatch>>,
+    /// Offsets to commit to the group once their checkpoint is written.
+    commits: std::sync::mpsc::Sender<BTreeMap<i32, i64>>,
+}
+
+impl KafkaSource {
+    /// Joins the consumer group and starts consuming: each partition resumes
+    /// at its offset in `resume`, else at the group's committed offset, else
+    /// at `kafka.start`.
+    pub fn start(
+        config: &SourceConfig,
+        kafka: &KafkaConfig,
+        pipeline: &str,
+        resume: Option<&SourcePosition>,
+    ) -> Result<Self> {
+        let offsets = match resume {
+            Some(SourcePosition::Kafka { topic, offsets }) if *topic == kafka.topic => {
+                offsets.clone()
+            }
+            // The topic changed: its offsets mean nothing for the new one.
+            Some(SourcePosition::Kafka { .. }) | None => BTreeMap::new(),
+            Some(other) => return Err(wrong_position(&config.name, other)),
+        };
+        let group = kafka
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("streamsql-{pipeline}-{}", config.name));
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("session.timeout.ms", "6000")
+            .set(
+                "auto.offset.reset",
+                match kafka.start {
+                    StartOffset::Earliest => "earliest",
+                    StartOffset::Latest => "latest",
+                },
+            );
+        for (key, value) in &kafka.properties {
+            client.set(key, value);
+        }
+        // librdkafka's own `debug` contexts log at debug level.
+        if kafka.properties.contains_key("debug") {
+            client.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        }
+        let shared = Arc::new(Mutex::new(Assignment {
+            positions: offsets,
+            partitions: BTreeSet::new(),
+        }));
+        let context = GroupContext {
+            topic: kafka.topic.clone(),
+            assignment: Arc::clone(&shared),
+        };
+        let consumer: BaseConsumer<GroupContext> =
+            client.create_with_context(context).map_err(|e| {
+                StreamSqlError::from(
+                    Diagnostic::new(
+                        "pipelines.yaml",
+                        None,
+                        format!(
+                            "source `{}`: cannot create a Kafka consumer: {e}",
+                            config.name
+                        ),
+                    )
+                    .with_fix("check `kafka.brokers` and `kafka.properties`"),
+                )
+            })?;
+        consumer
+            .subscribe(&[&kafka.topic])
+            .map_err(|e| StreamSqlError::Internal(format!("subscribe to {}: {e}", kafka.topic)))?;
+        let (sender, batches) = mpsc::channel(4);
+        let (commits, commit_requests) = std::sync::mpsc::channel();
+        let reader = Reader {
+            consumer,
+            decoder: Decoder::new(config)?,
+            topic: kafka.topic.clone(),
+            origins: HashMap::new(),
+            batch_rows: kafka.batch_rows,
+            batch_timeout: kafka.batch_timeout,
+            idle_timeout: kafka.idle_timeout,
+            stop_when_idle: kafka.stop_when_idle,
+            stop_at_end: kafka.stop_at_end,
+            end_offsets: HashMap::new(),
+            assignment: shared,
+            partitions: BTreeMap::new(),
+        };
+        std::thread::Builder::new()
+            .name(format!("kafka-{}", config.name))
+            .spawn(move || {
+                reader.run(sender, &commit_requests);
+            })
+            .map_err(|e| StreamSqlError::io("cannot start the Kafka thread", e))?;
+        Ok(Self { batches, commits })
+    }
+
+    /// The next micro-batch; `None` once `stop_at_end` or `stop_when_idle`
+    /// ended the input.
+    pub async fn next_batch(&mut self) -> Option<Result<SourceBatch>> {
+        self.batches.recv().await
+    }
+
+    /// Commits `position` to the consumer group (after its checkpoint).
+    pub fn commit(&self, position: &SourcePosition) {
+        if let SourcePosition::Kafka { offsets, .. } = position {
+            // A closed channel means the reader stopped; nothing to commit to.
+            let _ = self.commits.send(offsets.clone());
+        }
+    }
+}
+
+/// What the group assigned to us, shared with the rebalance callback.
+struct Assignment {
+    /// Per partition, the next offset to read (from the checkpoint, then as
+    /// consumed): a partition assigned again resumes exactly there.
+    positions: BTreeMap<i32, i64>,
+    partitions: BTreeSet<i32>,
+}
+
+struct GroupContext {
+    topic: String,
+    assignment: Arc<Mutex<Assignment>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut assignment = match self.assignment.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                for p in &partitions {
+                    if let Some(offset) = assignment.positions.get(p)
+                        && let Err(e) =
+                            tpl.set_partition_offset(&self.topic, *p, Offset::Offset(*offset))
+                    {
+                        tracing::error!("cannot seek {}/{p} to {offset}: {e}", self.topic);
+                    }
+                }
+                tracing::info!("kafka: assigned {} partitions {partitions:?}", self.topic);
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!("kafka: assign failed: {e}");
+                }
+                assignment.partitions = partitions.into_iter().collect();
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!("kafka: partitions of {} revoked", self.topic);
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!("kafka: unassign failed: {e}");
+                }
+                assignment.partitions.clear();
+            }
+            other => tracing::error!("kafka: rebalance error {other:?}"),
+        }
+    }
+}
+
+/// Per partition: how far its event time has come, and when it last spoke.
+struct PartitionClock {
+    max_event_time: Option<i64>,
+    last_message: Instant,
+}
+
+struct Reader {
+    consumer: BaseConsumer<GroupContext>,
+    decoder: Decoder,
+    topic: String,
+    /// `kafka:<topic>/<partition>` per partition, for dead-letter positions.
+    origins: HashMap<i32, Arc<str>>,
+    batch_rows: usize,
+    batch_timeout: Duration,
+    idle_timeout: Duration,
+    stop_when_idle: Option<Duration>,
+    stop_at_end: bool,
+    /// Per partition, its (first, end) offsets when first seen assigned
+    /// (`stop_at_end`).
+    end_offsets: HashMap<i32, (i64, i64)>,
+    assignment: Arc<Mutex<Assignment>>,
+    partitions: BTreeMap<i32, PartitionClock>,
+}
+
+/// One partition's records of the batch being cut.
+#[derive(Default)]
+struct PartitionBuffer {
+    bytes: Vec<u8>,
+    records: Vec<RawRecord>,
+}
+
+impl Reader {
+    /// Consumes until stopped; then, the input ended, keeps committing the
+    /// offsets of the last checkpoints until the pipeline lets go.
+    fn run(
+        mut self,
+        sender: mpsc::Sender<Result<SourceBatch>>,
+        commit_requests: &std::sync::mpsc::Receiver<BTreeMap<i32, i64>>,
+    ) {
+        if let Err(e) = self.consume(&sender, commit_requests) {
+            let _ = sender.blocking_send(Err(e));
+        }
+        drop(sender);
+        for offsets in commit_requests {
+            self.commit(&offsets, CommitMode::Sync);
+        }
+    }
+
+    fn consume(
+        &mut self,
+        sender: &mpsc::Sender<Result<SourceBatch>>,
+        commit_requests: &std::sync::mpsc::Receiver<BTreeMap<i32, i64>>,
+    ) -> Result<()> {
+        // The idle clock of `stop_when_idle` runs from the last message or
+        // the last change of assignment, whichever is later.
+        let mut last_message = Instant::now();
+        let mut last_assigned = BTreeSet::new();
+        let mut last_progress = i64::MIN;
+        loop {
+            while let Ok(offsets) = commit_requests.try_recv() {
+                self.commit(&offsets, CommitMode::Async);
+            }
+            let (buffers, count) = self.poll_batch()?;
+            let now = Instant::now();
+            let assigned = self.lock().partitions.clone();
+            if count > 0 || assigned != last_assigned {
+                last_message = now;
+                last_assigned = assigned;
+            } else if self
+                .stop_when_idle
+                .is_some_and(|idle| now.duration_since(last_message) >= idle)
+            {
+                tracing::info!("kafka: {} idle, stopping", self.topic);
+                return Ok(());
+            }
+            let batch = self.decode(buffers)?;
+            // Send when there are rows, or when the watermark may move
+            // (a partition went idle).
+            if count > 0 || batch.event_time_progress > last_progress {
+                last_progress = last_progress.max(batch.event_time_progress);
+                if sender.blocking_send(Ok(batch)).is_err() {
+                    return Ok(());
+                }
+            }
+            if self.stop_at_end && self.at_end()? {
+                tracing::info!("kafka: {} read to its end, stopping", self.topic);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether every assigned partition has been read up to the end offset
+    /// it had when it was assigned.
+    fn at_end(&mut self) -> Result<bool> {
+        let (assigned, positions) = {
+            let assignment = self.lock();
+            (assignment.partitions.clone(), assignment.positions.clone())
+        };
+        if assigned.is_empty() {
+            return Ok(false);
+        }
+        for partition in assigned {
+            let (low, high) = match self.end_offsets.get(&partition) {
+                Some(offsets) => *offsets,
+                None => {
+                    let offsets = self
+                        .consumer
+                        .fetch_watermarks(&self.topic, partition, Duration::from_secs(30))
+                        .map_err(|e| {
+                            StreamSqlError::Internal(format!(
+                                "kafka: end offset of {}/{partition}: {e}",
+                                self.topic
+                            ))
+                        })?;
+                    self.end_offsets.insert(partition, offsets);
+                    offsets
+                }
+            };
+            let read_to = match positions.get(&partition) {
+                Some(next) => *next,
+                // Nothing read yet: done only if there is nothing to read.
+                None if low == high => high,
+                None => return Ok(false),
+            };
+            if read_to < high {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Polls until `batch_rows` messages or `batch_timeout`.
+    fn poll_batch(&mut self) -> Result<(BTreeMap<i32, PartitionBuffer>, usize)> {
+        let deadline = Instant::now() + self.batch_timeout;
+        let mut buffers: BTreeMap<i32, PartitionBuffer> = BTreeMap::new();
+        let mut count = 0;
+        while count < self.batch_rows {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let message = match self.consumer.poll(remaining) {
+                None => break,
+                Some(Err(e)) => {
+                    // librdkafka retries broker errors itself; say so and go on.
+                    tracing::warn!("kafka: {e}");
+                    continue;
+                }
+                Some(Ok(message)) => message,
+            };
+            let partition = message.partition();
+            let topic = &self.topic;
+            let origin = self
+                .origins
+                .entry(partition)
+                .or_insert_with(|| Arc::from(format!("kafka:{topic}/{partition}")));
+            let buffer = buffers.entry(partition).or_default();
+            let start = buffer.bytes.len();
+            buffer
+                .bytes
+                .extend_from_slice(message.payload().unwrap_or_default());
+            let end = buffer.bytes.len();
+            buffer.bytes.push(b'\n');
+            buffer.records.push(RawRecord {
+                bytes: start..end,
+                origin: Arc::clone(origin),
+                index: message.offset() as u64,
+                timestamp: message.timestamp().to_millis(),
+            });
+            self.lock()
+                .positions
+                .insert(partition, message.offset() + 1);
+            count += 1;
+        }
+        Ok((buffers, count))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Assignment> {
+        match self.assignment.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Decodes each partition's records, tracks per-partition event time,
+    /// and joins them into one batch.
+    fn decode(&mut self, buffers: BTreeMap<i32, PartitionBuffer>) -> Result<SourceBatch> {
+        let now = Instant::now();
+        let (positions, assigned) = {
+            let assignment = self.lock();
+            (assignment.positions.clone(), assignment.partitions.clone())
+        };
+        let position = SourcePosition::Kafka {
+            topic: self.topic.clone(),
+            offsets: positions,
+        };
+        let mut parts = Vec::new();
+        for (partition, buffer) in buffers {
+            let batch = self
+                .decoder
+                .decode(&buffer.bytes, &buffer.records, position.clone())?;
+            let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+                max_event_time: None,
+                last_message: now,
+            });
+            clock.last_message = now;
+            if let Some(max) = batch.event_time.iter().copied().max() {
+                clock.max_event_time = Some(clock.max_event_time.map_or(max, |m| m.max(max)));
+            }
+            parts.push(batch);
+        }
+        // Newly assigned partitions count as active from now on.
+        for partition in &assigned {
+            self.partitions.entry(*partition).or_insert(PartitionClock {
+                max_event_time: None,
+                last_message: now,
+            });
+        }
+        let progress = self.event_time_progress(&assigned, now);
+        let rows: Vec<&RecordBatch> = parts.iter().map(|p| &p.rows).collect();
+        Ok(SourceBatch {
+            rows: concat_batches(self.decoder.schema(), rows)?,
+            event_time: parts
+                .iter()
+                .flat_map(|p| p.event_time.iter().copied())
+                .collect(),
+            dead_letters: parts
+                .iter_mut()
+                .flat_map(|p| p.dead_letters.drain(..))
+                .collect(),
+            lines: parts.iter().map(|p| p.lines).sum(),
+            position,
+            event_time_progress: progress,
+        })
+    }
+
+    /// The minimum event time over the assigned partitions that are active
+    /// (a message within `idle_timeout`); `i64::MIN` while an active one has
+    /// none yet or none is active.
+    fn event_time_progress(&self, assigned: &BTreeSet<i32>, now: Instant) -> i64 {
+        let active: Vec<Option<i64>> = assigned
+            .iter()
+            .filter_map(|p| self.partitions.get(p))
+            .filter(|c| now.duration_since(c.last_message) < self.idle_timeout)
+            .map(|c| c.max_event_time)
+            .collect();
+        if active.is_empty() {
+            return i64::MIN;
+        }
+        active
+            .into_iter()
+            .try_fold(i64::MAX, |min, t| t.map(|t| min.min(t)))
+            .unwrap_or(i64::MIN)
+    }
+
+    fn commit(&self, offsets: &BTreeMap<i32, i64>, mode: CommitMode) {
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            if list
+                .add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&list, mode) {
+            tracing::warn!("kafka: committing offsets to the group failed: {e}");
+        }
+    }
+}
