@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-
 fn streamsql(config: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_streamsql"));
     command
@@ -30,16 +28,6 @@ fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
     streamsql(config, &args).output().expect("run streamsql")
 }
 
-fn assert_ok(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 /// Every output table of a run (`<query>`, `<source>_late`) as sorted row
 /// texts, plus the dead letters: what "identical output" compares.
 fn outputs(out: &Path) -> Vec<(String, Vec<String>)> {
@@ -50,23 +38,10 @@ fn outputs(out: &Path) -> Vec<(String, Vec<String>)> {
         .filter(|p| p.is_dir() && !p.ends_with("_checkpoints"))
         .collect();
     tables.sort();
-    let options = FormatOptions::default().with_null("NULL");
     tables
         .into_iter()
         .map(|dir| {
-            let mut rows = Vec::new();
-            for batch in common::read_parts(&dir) {
-                let formatters: Vec<_> = batch
-                    .columns()
-                    .iter()
-                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-                    .collect();
-                for r in 0..batch.num_rows() {
-                    let row: Vec<String> =
-                        formatters.iter().map(|f| f.value(r).to_string()).collect();
-                    rows.push(row.join("|"));
-                }
-            }
+            let mut rows = common::row_texts(&[&dir]);
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .unwrap()
                 .flatten()
@@ -97,13 +72,7 @@ fn assert_same_outputs(expected: &[(String, Vec<String>)], actual: &[(String, Ve
         actual.iter().map(|(t, _)| t).collect::<Vec<_>>()
     );
     for ((table, want), (_, got)) in expected.iter().zip(actual) {
-        assert_eq!(want.len(), got.len(), "rows of {table}");
-        if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
-            panic!(
-                "{table} differs at sorted row {i}:\n want {}\n got  {}",
-                want[i], got[i]
-            );
-        }
+        common::assert_same_rows(table, want, got);
     }
 }
 
@@ -214,7 +183,7 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
 
     let reference = dir.join("reference");
     let started = Instant::now();
-    let stdout = assert_ok(&run(&config, &reference, &[]));
+    let stdout = common::assert_ok(&run(&config, &reference, &[]));
     let full = started.elapsed();
     eprintln!("uninterrupted run: {full:?}\n{stdout}");
     let expected = outputs(&reference);
@@ -269,7 +238,7 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
         "kills did not land across the run: {checkpoints_seen:?}"
     );
     let resumable = newest_checkpoint(&out).is_some();
-    let stdout = assert_ok(&run(&config, &out, &[]));
+    let stdout = common::assert_ok(&run(&config, &out, &[]));
     assert_eq!(
         stdout.contains("resumed from checkpoint"),
         resumable,
@@ -308,16 +277,16 @@ fn a_broken_newest_checkpoint_is_skipped_for_the_one_before() {
     let dir = common::scratch_dir("broken-checkpoint");
     let config = write_pipeline(&dir, &sample_glob(), 5_000);
     let reference = dir.join("reference");
-    assert_ok(&run(&config, &reference, &[]));
+    common::assert_ok(&run(&config, &reference, &[]));
     let expected = outputs(&reference);
 
     for how in 0..3 {
         let out = dir.join(format!("broken-{how}"));
-        assert_ok(&run(&config, &out, &["--stop-after-batches", "7"]));
-        assert_ok(&run(&config, &out, &["--stop-after-batches", "4"]));
+        common::assert_ok(&run(&config, &out, &["--stop-after-batches", "7"]));
+        common::assert_ok(&run(&config, &out, &["--stop-after-batches", "4"]));
         let (broken, why) = break_newest(&out, how);
         let output = run(&config, &out, &[]);
-        let stdout = assert_ok(&output);
+        let stdout = common::assert_ok(&output);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             stderr.contains(&format!("skipping checkpoint {broken}")) && stderr.contains(why),
@@ -337,10 +306,10 @@ fn a_changed_query_refuses_its_old_checkpoint_until_from_scratch() {
     let dir = common::scratch_dir("changed-query");
     let config = write_pipeline(&dir, &sample_glob(), 5_000);
     let reference = dir.join("reference");
-    assert_ok(&run(&config, &reference, &[]));
+    common::assert_ok(&run(&config, &reference, &[]));
 
     let out = dir.join("out");
-    assert_ok(&run(&config, &out, &["--stop-after-batches", "5"]));
+    common::assert_ok(&run(&config, &out, &["--stop-after-batches", "5"]));
     // A different aggregate: the checkpointed state cannot be its state.
     let sql = std::fs::read_to_string(dir.join("per_user.sql")).unwrap();
     std::fs::write(
@@ -359,14 +328,14 @@ fn a_changed_query_refuses_its_old_checkpoint_until_from_scratch() {
     );
     // Undone, it resumes; or, changed, --from-scratch recomputes everything.
     std::fs::write(dir.join("per_user.sql"), &sql).unwrap();
-    let stdout = assert_ok(&run(&config, &out, &[]));
+    let stdout = common::assert_ok(&run(&config, &out, &[]));
     assert!(stdout.contains("resumed from checkpoint 4"), "{stdout}");
     assert_same_outputs(&outputs(&reference), &outputs(&out));
-    let stdout = assert_ok(&run(&config, &out, &["--from-scratch"]));
+    let stdout = common::assert_ok(&run(&config, &out, &["--from-scratch"]));
     assert!(!stdout.contains("resumed"), "{stdout}");
     assert_same_outputs(&outputs(&reference), &outputs(&out));
     // A run over input already read to its end finds nothing new.
-    let stdout = assert_ok(&run(&config, &out, &[]));
+    let stdout = common::assert_ok(&run(&config, &out, &[]));
     assert!(stdout.contains("pipeline p: 0 events"), "{stdout}");
     assert_same_outputs(&outputs(&reference), &outputs(&out));
     let _ = std::fs::remove_dir_all(&dir);
@@ -448,7 +417,7 @@ fn checkpoints_in_an_s3_bucket_restore_like_local_ones() {
     let dir = common::scratch_dir("s3-checkpoints");
     let config = write_pipeline(&dir, &sample_glob(), 5_000);
     let reference = dir.join("reference");
-    assert_ok(&run(&config, &reference, &[]));
+    common::assert_ok(&run(&config, &reference, &[]));
     let yaml = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
@@ -471,7 +440,7 @@ fn checkpoints_in_an_s3_bucket_restore_like_local_ones() {
             .env("AWS_ALLOW_HTTP", "true")
             .output()
             .expect("run streamsql");
-        assert_ok(&output)
+        common::assert_ok(&output)
     };
     run_s3(&["--stop-after-batches", "6"]);
     let (_, listing) = s3.request("GET", "/checkpoints?list-type=2&prefix=runs/w1/");
@@ -495,7 +464,7 @@ fn ctrl_c_stops_with_a_checkpoint_and_the_next_run_continues() {
     let config = write_pipeline(&dir, &trace_glob(), 20_000);
     let reference = dir.join("reference");
     let started = Instant::now();
-    assert_ok(&run(&config, &reference, &[]));
+    common::assert_ok(&run(&config, &reference, &[]));
     let full = started.elapsed();
 
     let out = dir.join("out");
@@ -511,12 +480,12 @@ fn ctrl_c_stops_with_a_checkpoint_and_the_next_run_continues() {
         .status()
         .expect("kill -INT");
     assert!(signal.success());
-    let stdout = assert_ok(&child.wait_with_output().expect("wait"));
+    let stdout = common::assert_ok(&child.wait_with_output().expect("wait"));
     assert!(
         stdout.contains("stopped early with a checkpoint"),
         "{stdout}"
     );
-    let stdout = assert_ok(&run(&config, &out, &[]));
+    let stdout = common::assert_ok(&run(&config, &out, &[]));
     assert!(stdout.contains("resumed from checkpoint"), "{stdout}");
     assert_same_outputs(&outputs(&reference), &outputs(&out));
     let _ = std::fs::remove_dir_all(&dir);

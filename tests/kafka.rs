@@ -8,11 +8,9 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// A tansu broker with its data in a scratch folder, killed when dropped.
 struct Broker {
@@ -68,16 +66,6 @@ fn streamsql(args: &[&str]) -> Command {
     command
 }
 
-fn assert_ok(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 fn trace_parts(count: usize) -> Vec<PathBuf> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let trace = repo.join("../shared/datasets/google-2011/task_events");
@@ -125,7 +113,7 @@ fn replay(broker: &Broker, topic: &str, files: &[PathBuf], scratch: &Path, limit
     if let Some(limit) = &limit {
         args.extend(["--limit", limit.as_str()]);
     }
-    let stdout = assert_ok(&streamsql(&args).output().unwrap());
+    let stdout = common::assert_ok(&streamsql(&args).output().unwrap());
     eprintln!("{stdout}");
 }
 
@@ -193,33 +181,17 @@ fn run(config: &Path, out: &Path, extra: &[&str]) -> Command {
 
 /// The rows of W1's output in `outs` together, as sorted text.
 fn rows(outs: &[&Path]) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for out in outs {
-        for batch in common::read_parts(&out.join("task_failure_metrics")) {
-            let formatters: Vec<_> = batch
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-                .collect();
-            for r in 0..batch.num_rows() {
-                let row: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
-                rows.push(row.join("|"));
-            }
-        }
-    }
+    let dirs: Vec<PathBuf> = outs
+        .iter()
+        .map(|o| o.join("task_failure_metrics"))
+        .collect();
+    let mut rows = common::row_texts(&dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     rows.sort();
     rows
 }
 
 fn assert_same_rows(want: &[String], got: &[String]) {
-    assert_eq!(want.len(), got.len(), "row counts differ");
-    if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
-        panic!(
-            "sorted row {i} differs:\n want {}\n got  {}",
-            want[i], got[i]
-        );
-    }
+    common::assert_same_rows("task_failure_metrics", want, got);
 }
 
 /// W1 over `files` read by the file replay: the reference.
@@ -242,7 +214,7 @@ fn reference(dir: &Path, files: &[PathBuf]) -> Vec<String> {
         ),
     );
     let out = dir.join("reference/out");
-    assert_ok(&run(&config, &out, &[]).output().unwrap());
+    common::assert_ok(&run(&config, &out, &[]).output().unwrap());
     rows(&[&out])
 }
 
@@ -261,7 +233,7 @@ fn w1_from_kafka_equals_w1_from_files() {
         &kafka_input(&broker, "w1", "straight", "stop_at_end: true"),
     );
     let out = dir.join("straight/out");
-    let stdout = assert_ok(&run(&config, &out, &[]).output().unwrap());
+    let stdout = common::assert_ok(&run(&config, &out, &[]).output().unwrap());
     eprintln!("{stdout}");
     assert_same_rows(&expected, &rows(&[&out]));
 }
@@ -333,7 +305,7 @@ fn two_runners_in_one_group_split_the_partitions() {
     eprintln!("assignment: {latest:?}");
     replay(&broker, "split", &files, &dir, None);
     for child in children {
-        assert_ok(&child.wait_with_output().unwrap());
+        common::assert_ok(&child.wait_with_output().unwrap());
     }
     let a = rows(&[&outs[0]]);
     let b = rows(&[&outs[1]]);

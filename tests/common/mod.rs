@@ -66,3 +66,46 @@ pub fn read_parts(dir: &Path) -> Vec<RecordBatch> {
     }
     batches
 }
+
+/// The stdout of a finished command, which must have succeeded.
+pub fn assert_ok(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Every row of the `part-*.parquet` files in `dirs`, as `|`-joined text.
+pub fn row_texts(dirs: &[&Path]) -> Vec<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for dir in dirs {
+        for batch in read_parts(dir) {
+            let formatters: Vec<_> = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                .collect();
+            for r in 0..batch.num_rows() {
+                let row: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
+                rows.push(row.join("|"));
+            }
+        }
+    }
+    rows
+}
+
+/// Asserts two sorted row lists are equal, showing the first difference.
+pub fn assert_same_rows(table: &str, want: &[String], got: &[String]) {
+    assert_eq!(want.len(), got.len(), "rows of {table}");
+    if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
+        panic!(
+            "{table} differs at sorted row {i}:\n want {}\n got  {}",
+            want[i], got[i]
+        );
+    }
+}
