@@ -164,22 +164,26 @@ fn sample_glob() -> String {
 }
 
 /// The real trace's first parts when ../shared/datasets is present, else the
-/// bundled sample.
-fn trace_glob() -> String {
+/// bundled sample; with a batch size giving dozens of checkpoints.
+fn trace_glob() -> (String, usize) {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let trace = repo.join("../shared/datasets/google-2011/task_events");
     if trace.is_dir() {
-        format!("{}/part-0000[0-5]-of-*.csv.gz", trace.display())
+        (
+            format!("{}/part-0000[0-5]-of-*.csv.gz", trace.display()),
+            20_000,
+        )
     } else {
         eprintln!("the real trace is absent: using the bundled sample");
-        sample_glob()
+        (sample_glob(), 2_000)
     }
 }
 
 #[test]
 fn killed_at_random_points_and_restarted_the_output_is_identical() {
     let dir = common::scratch_dir("kill9");
-    let config = write_pipeline(&dir, &trace_glob(), 20_000);
+    let (glob, batch_rows) = trace_glob();
+    let config = write_pipeline(&dir, &glob, batch_rows);
 
     let reference = dir.join("reference");
     let started = Instant::now();
@@ -201,21 +205,31 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
     let mut random = Random(seed);
     let out = dir.join("killed");
     let (mut kills, mut checkpoints_seen) = (0, Vec::new());
-    // Each attempt lives a random 2-20% of an uninterrupted run, so ten kills
-    // land across the input; bounded in attempts and in time.
+    // Each attempt is killed a random 0-14% of an uninterrupted run after its
+    // first new checkpoint, so the kills land across the input; bounded in
+    // attempts and in time.
     let deadline = Instant::now() + full * 40 + Duration::from_secs(60);
     for _ in 0..40 {
         if kills >= 12 || Instant::now() > deadline {
             break;
         }
+        let before = newest_checkpoint(&out);
         let mut child = streamsql(
             &config,
             &["run", "p", "--quiet", "--output", out.to_str().unwrap()],
         )
         .spawn()
         .expect("start streamsql");
-        let life = full.mul_f64((2 + random.below(19)) as f64 / 100.0);
-        std::thread::sleep(life);
+        // Let it make progress (a new checkpoint), then kill it a random
+        // while later.
+        let wait_until = Instant::now() + full * 4 + Duration::from_secs(10);
+        while newest_checkpoint(&out) == before
+            && child.try_wait().expect("poll").is_none()
+            && Instant::now() < wait_until
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(full.mul_f64(random.below(15) as f64 / 100.0));
         match child.try_wait().expect("poll") {
             Some(status) => {
                 // It finished before the kill: start over for a new schedule.
@@ -461,7 +475,8 @@ fn checkpoints_in_an_s3_bucket_restore_like_local_ones() {
 #[test]
 fn ctrl_c_stops_with_a_checkpoint_and_the_next_run_continues() {
     let dir = common::scratch_dir("ctrl-c");
-    let config = write_pipeline(&dir, &trace_glob(), 20_000);
+    let (glob, batch_rows) = trace_glob();
+    let config = write_pipeline(&dir, &glob, batch_rows);
     let reference = dir.join("reference");
     let started = Instant::now();
     common::assert_ok(&run(&config, &reference, &[]));
