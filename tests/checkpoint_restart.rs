@@ -120,17 +120,7 @@ fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
          FROM task_events GROUP BY TUMBLE(time, INTERVAL '5' MINUTE), user",
     )
     .unwrap();
-    let columns = "time:int64 missing_info:int32 job_id:int64 task_index:int64 machine_id:int64 \
-                   event_type:int32 user:string scheduling_class:int32 priority:int32 \
-                   cpu_request:double memory_request:double disk_request:double \
-                   different_machines:int32";
-    let columns: String = columns
-        .split(' ')
-        .map(|c| {
-            let (name, ty) = c.split_once(':').unwrap();
-            format!("          - {{ name: {name}, type: {ty} }}\n")
-        })
-        .collect();
+    let columns = common::task_events_columns_yaml();
     let yaml = format!(
         "pipelines:
   p:

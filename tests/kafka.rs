@@ -117,20 +117,10 @@ fn replay(broker: &Broker, topic: &str, files: &[PathBuf], scratch: &Path, limit
     eprintln!("{stdout}");
 }
 
-const COLUMNS: &str = "time:int64 missing_info:int32 job_id:int64 task_index:int64 \
-    machine_id:int64 event_type:int32 user:string scheduling_class:int32 priority:int32 \
-    cpu_request:double memory_request:double disk_request:double different_machines:int32";
-
 /// Pipeline `p`: W1 over `input` (a `replay:` or `kafka:` block).
 fn write_pipeline(dir: &Path, input: &str) -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let columns: String = COLUMNS
-        .split_whitespace()
-        .map(|c| {
-            let (name, ty) = c.split_once(':').unwrap();
-            format!("          - {{ name: {name}, type: {ty} }}\n")
-        })
-        .collect();
+    let columns = common::task_events_columns_yaml();
     let yaml = format!(
         "pipelines:
   p:

@@ -109,3 +109,17 @@ pub fn assert_same_rows(table: &str, want: &[String], got: &[String]) {
         );
     }
 }
+
+/// The `columns:` entries of the Google trace's task_events, as YAML lines
+/// indented for a source block.
+pub fn task_events_columns_yaml() -> String {
+    "time:int64 missing_info:int32 job_id:int64 task_index:int64 machine_id:int64 \
+     event_type:int32 user:string scheduling_class:int32 priority:int32 \
+     cpu_request:double memory_request:double disk_request:double different_machines:int32"
+        .split_whitespace()
+        .map(|c| {
+            let (name, ty) = c.split_once(':').unwrap();
+            format!("          - {{ name: {name}, type: {ty} }}\n")
+        })
+        .collect()
+}
