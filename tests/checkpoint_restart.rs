@@ -11,21 +11,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn streamsql(config: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_streamsql"));
-    command
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
+/// `streamsql run p` of `config` into `out`.
+fn run_command(config: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "run",
+        "p",
+        "--quiet",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    common::streamsql(&args)
 }
 
 fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["run", "p", "--quiet", "--output", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    streamsql(config, &args).output().expect("run streamsql")
+    run_command(config, out, extra)
+        .output()
+        .expect("run streamsql")
 }
 
 /// Every output table of a run (`<query>`, `<source>_late`) as sorted row
@@ -76,29 +80,6 @@ fn assert_same_outputs(expected: &[(String, Vec<String>)], actual: &[(String, Ve
     }
 }
 
-/// The newest checkpoint sequence in `out`, if any.
-fn newest_checkpoint(out: &Path) -> Option<u64> {
-    std::fs::read_dir(out.join("_checkpoints"))
-        .ok()?
-        .flatten()
-        .filter(|e| e.path().join("manifest.json").is_file())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
-        .max()
-}
-
-/// A small deterministic generator (xorshift), seeded per run and printed,
-/// so a failing kill schedule can be replayed.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// W1 plus two queries with other kinds of state (session windows, distinct
 /// counts, averages, min/max), over `data` (a glob), checkpointing after
 /// every micro-batch.
@@ -120,7 +101,7 @@ fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
          FROM task_events GROUP BY TUMBLE(time, INTERVAL '5' MINUTE), user",
     )
     .unwrap();
-    let columns = common::task_events_columns_yaml();
+    let columns = common::columns_yaml(common::TASK_EVENTS);
     let yaml = format!(
         "pipelines:
   p:
@@ -186,62 +167,26 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
         assert!(!rows.is_empty(), "{table} is empty");
     }
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("kill schedule seed: {seed}");
-    let mut random = Random(seed);
     let out = dir.join("killed");
-    let (mut kills, mut checkpoints_seen) = (0, Vec::new());
-    // Each attempt is killed a random 0-14% of an uninterrupted run after its
-    // first new checkpoint, so the kills land across the input; bounded in
-    // attempts and in time.
-    let deadline = Instant::now() + full * 40 + Duration::from_secs(60);
-    for _ in 0..40 {
-        if kills >= 12 || Instant::now() > deadline {
-            break;
-        }
-        let before = newest_checkpoint(&out);
-        let mut child = streamsql(
-            &config,
-            &["run", "p", "--quiet", "--output", out.to_str().unwrap()],
-        )
-        .spawn()
-        .expect("start streamsql");
-        // Let it make progress (a new checkpoint), then kill it a random
-        // while later.
-        let wait_until = Instant::now() + full * 4 + Duration::from_secs(10);
-        while newest_checkpoint(&out) == before
-            && child.try_wait().expect("poll").is_none()
-            && Instant::now() < wait_until
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        std::thread::sleep(full.mul_f64(random.below(15) as f64 / 100.0));
-        match child.try_wait().expect("poll") {
-            Some(status) => {
-                // It finished before the kill: start over for a new schedule.
-                assert!(status.success(), "a run failed");
-                let _ = std::fs::remove_dir_all(&out);
-            }
-            None => {
-                child.kill().expect("SIGKILL");
-                let _ = child.wait();
-                kills += 1;
-                checkpoints_seen.push(newest_checkpoint(&out));
-            }
-        }
-    }
-    eprintln!("{kills} kills; newest checkpoint after each: {checkpoints_seen:?}");
-    assert!(kills >= 10, "only {kills} kills landed mid-run");
-    let distinct: std::collections::BTreeSet<_> = checkpoints_seen.iter().flatten().collect();
+    let kills = common::kill_at_random_points(
+        || run_command(&config, &out, &[]),
+        &out,
+        full,
+        12,
+        Duration::ZERO,
+    );
+    assert!(
+        kills.count >= 10,
+        "only {} kills landed mid-run",
+        kills.count
+    );
+    let distinct: std::collections::BTreeSet<_> = kills.checkpoints.iter().flatten().collect();
     assert!(
         distinct.len() >= 3,
-        "kills did not land across the run: {checkpoints_seen:?}"
+        "kills did not land across the run: {:?}",
+        kills.checkpoints
     );
-    let resumable = newest_checkpoint(&out).is_some();
+    let resumable = common::newest_checkpoint(&out).is_some();
     let stdout = common::assert_ok(&run(&config, &out, &[]));
     assert_eq!(
         stdout.contains("resumed from checkpoint"),
@@ -255,7 +200,7 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
 /// Breaks the newest checkpoint in one of the ways a crash or a bad disk
 /// can, and returns what it did.
 fn break_newest(out: &Path, how: usize) -> (u64, &'static str) {
-    let newest = newest_checkpoint(out).expect("a checkpoint");
+    let newest = common::newest_checkpoint(out).expect("a checkpoint");
     let folder = out.join("_checkpoints").join(format!("chk-{newest:012}"));
     let state = folder.join("task_failure_metrics.parquet");
     match how {
@@ -434,9 +379,7 @@ fn checkpoints_in_an_s3_bucket_restore_like_local_ones() {
 
     let out = dir.join("out");
     let run_s3 = |extra: &[&str]| {
-        let mut args = vec!["run", "p", "--quiet", "--output", out.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let output = streamsql(&config, &args)
+        let output = run_command(&config, &out, extra)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
@@ -473,12 +416,9 @@ fn ctrl_c_stops_with_a_checkpoint_and_the_next_run_continues() {
     let full = started.elapsed();
 
     let out = dir.join("out");
-    let child = streamsql(
-        &config,
-        &["run", "p", "--quiet", "--output", out.to_str().unwrap()],
-    )
-    .spawn()
-    .expect("start streamsql");
+    let child = run_command(&config, &out, &[])
+        .spawn()
+        .expect("start streamsql");
     std::thread::sleep(full / 3);
     let signal = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -2,14 +2,8 @@
 
 mod common;
 
-use std::process::Command;
-
 fn streamsql(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_streamsql"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run streamsql")
+    common::streamsql(args).output().expect("run streamsql")
 }
 
 #[test]

@@ -1,126 +1,54 @@
 //! The Kafka path against a real Kafka-protocol broker: tansu, started here
 //! on a free loopback port (scripts/test.sh installs it). The real trace is
 //! produced by `streamsql replay` into a 12-partition topic; W1 read from
-//! Kafka must equal W1 read from the files, and two runners in one consumer
+//! Kafka must equal W1 read from the files, also when the runner is killed
+//! with SIGKILL mid-stream and restarted, and two runners in one consumer
 //! group split the partitions.
 
 mod common;
 
+use common::broker::Broker;
+
+/// The longest any one command of these tests may take.
+const LIMIT: Duration = Duration::from_secs(300);
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A tansu broker with its data in a scratch folder, killed when dropped.
-struct Broker {
-    child: Child,
-    address: String,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Self {
-        let program = std::env::var("STREAMSQL_TANSU").unwrap_or_else(|_| "tansu".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        std::fs::create_dir_all(dir).unwrap();
-        let child = Command::new(&program)
-            .current_dir(dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `{program}` ({e}): run the tests with scripts/test.sh, which installs tansu")
-            });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
+/// Produces each table's files to its topic (created with 12 partitions)
+/// with `streamsql replay`; `--limit 0` only creates the topics.
+fn replay(broker: &Broker, tables: &[(&str, &[PathBuf])], scratch: &Path, limit: Option<u64>) {
+    let mut args: Vec<String> = ["replay", "--brokers", &broker.address, "--partitions", "12"]
+        .map(String::from)
+        .into();
+    for (topic, files) in tables {
+        // `replay --table` takes a folder or a glob: link the chosen parts.
+        let folder = scratch.join(format!("{topic}-input"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for file in *files {
+            let link = folder.join(file.file_name().unwrap());
+            if !link.exists() {
+                std::os::unix::fs::symlink(file, link).unwrap();
+            }
         }
-        Self {
-            child,
-            address: format!("127.0.0.1:{port}"),
-        }
+        args.extend(["--table".into(), format!("{topic}={}", folder.display())]);
     }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    if let Some(limit) = limit {
+        args.extend(["--limit".into(), limit.to_string()]);
     }
-}
-
-fn streamsql(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_streamsql"));
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-fn trace_parts(count: usize) -> Vec<PathBuf> {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let trace = repo.join("../shared/datasets/google-2011/task_events");
-    let dir = if trace.is_dir() {
-        trace
-    } else {
-        eprintln!("the real trace is absent: using the bundled sample");
-        repo.join("datasets/google-2011-sample/task_events")
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".csv.gz"))
-        .collect();
-    files.sort();
-    files.truncate(count);
-    files
-}
-
-/// Produces `files` to `topic` (created with 12 partitions) with
-/// `streamsql replay`; `--limit 0` only creates the topic.
-fn replay(broker: &Broker, topic: &str, files: &[PathBuf], scratch: &Path, limit: Option<u64>) {
-    // `replay --table` takes a folder or a glob: link the chosen parts.
-    let folder = scratch.join(format!("{topic}-input"));
-    std::fs::create_dir_all(&folder).unwrap();
-    for file in files {
-        let link = folder.join(file.file_name().unwrap());
-        if !link.exists() {
-            std::os::unix::fs::symlink(file, link).unwrap();
-        }
-    }
-    let table = format!("{topic}={}", folder.display());
-    let mut args = vec![
-        "replay",
-        "--brokers",
-        &broker.address,
-        "--table",
-        &table,
-        "--partitions",
-        "12",
-        "--quiet",
-    ];
-    let limit = limit.map(|l| l.to_string());
-    if let Some(limit) = &limit {
-        args.extend(["--limit", limit.as_str()]);
-    }
-    let stdout = common::assert_ok(&streamsql(&args).output().unwrap());
+    args.push("--quiet".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stdout = common::assert_ok(&common::output_within(common::streamsql(&args), LIMIT));
     eprintln!("{stdout}");
 }
 
 /// Pipeline `p`: W1 over `input` (a `replay:` or `kafka:` block).
 fn write_pipeline(dir: &Path, input: &str) -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let columns = common::task_events_columns_yaml();
+    let columns = common::columns_yaml(common::TASK_EVENTS);
     let yaml = format!(
         "pipelines:
   p:
@@ -164,7 +92,7 @@ fn run(config: &Path, out: &Path, extra: &[&str]) -> Command {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let mut command = streamsql(&args);
+    let mut command = common::streamsql(&args);
     command.env("RUST_LOG", "streamsql=info");
     command
 }
@@ -204,7 +132,7 @@ fn reference(dir: &Path, files: &[PathBuf]) -> Vec<String> {
         ),
     );
     let out = dir.join("reference/out");
-    common::assert_ok(&run(&config, &out, &[]).output().unwrap());
+    common::assert_ok(&common::output_within(run(&config, &out, &[]), LIMIT));
     rows(&[&out])
 }
 
@@ -212,10 +140,10 @@ fn reference(dir: &Path, files: &[PathBuf]) -> Vec<String> {
 fn w1_from_kafka_equals_w1_from_files() {
     let dir = common::scratch_dir("kafka-w1");
     let broker = Broker::start(&dir.join("broker"));
-    let files = trace_parts(1);
+    let files = common::trace_parts("task_events", 1);
     let expected = reference(&dir, &files);
     assert!(!expected.is_empty());
-    replay(&broker, "w1", &files, &dir, None);
+    replay(&broker, &[("w1", &files)], &dir, None);
 
     // Straight through.
     let config = write_pipeline(
@@ -223,8 +151,67 @@ fn w1_from_kafka_equals_w1_from_files() {
         &kafka_input(&broker, "w1", "straight", "stop_at_end: true"),
     );
     let out = dir.join("straight/out");
-    let stdout = common::assert_ok(&run(&config, &out, &[]).output().unwrap());
+    let stdout = common::assert_ok(&common::output_within(run(&config, &out, &[]), LIMIT));
     eprintln!("{stdout}");
+    assert_same_rows(&expected, &rows(&[&out]));
+}
+
+#[test]
+fn killed_mid_stream_and_restarted_no_row_is_lost_or_counted_twice() {
+    let dir = common::scratch_dir("kafka-kill");
+    let broker = Broker::start(&dir.join("broker"));
+    let files = common::trace_parts("task_events", 1);
+    let expected = reference(&dir, &files);
+    replay(&broker, &[("restarts", &files)], &dir, None);
+
+    // How long one uninterrupted run takes (in a group of its own).
+    let timing = write_pipeline(
+        &dir.join("timing"),
+        &kafka_input(&broker, "restarts", "timing", "stop_at_end: true"),
+    );
+    let started = Instant::now();
+    common::assert_ok(&common::output_within(
+        run(&timing, &dir.join("timing/out"), &[]),
+        LIMIT,
+    ));
+    let full = started.elapsed();
+    eprintln!("uninterrupted run: {full:?}");
+
+    // The same group every time, as a restarted service would use. Each
+    // restart waits out the session timeout (6 s): tansu 0.6 gives a member
+    // that joins while a killed leader is still in the group an empty
+    // assignment and never rebalances again; Kafka itself expires the dead
+    // member and rebalances, so there an immediate restart works.
+    let config = write_pipeline(
+        &dir.join("killed"),
+        &kafka_input(&broker, "restarts", "restarted", "stop_at_end: true"),
+    );
+    let out = dir.join("killed/out");
+    let kills = common::kill_at_random_points(
+        || run(&config, &out, &[]),
+        &out,
+        full,
+        4,
+        Duration::from_secs(7),
+    );
+    assert!(
+        kills.count >= 3,
+        "only {} kills landed mid-run",
+        kills.count
+    );
+    let stdout = common::assert_ok(&common::output_within(run(&config, &out, &[]), LIMIT));
+    eprintln!("{stdout}");
+    assert!(stdout.contains("resumed from checkpoint"), "{stdout}");
+    assert_same_rows(&expected, &rows(&[&out]));
+
+    // The group has now committed the topic's end. `--from-scratch` reads
+    // from the start regardless, and a run stopped early resumes exactly:
+    // every assigned partition is in its checkpoint, read yet or not.
+    std::thread::sleep(Duration::from_secs(7));
+    let early = ["--from-scratch", "--stop-after-batches", "2"];
+    common::assert_ok(&common::output_within(run(&config, &out, &early), LIMIT));
+    std::thread::sleep(Duration::from_secs(7));
+    common::assert_ok(&common::output_within(run(&config, &out, &[]), LIMIT));
     assert_same_rows(&expected, &rows(&[&out]));
 }
 
@@ -256,10 +243,10 @@ fn assigned(line: &str) -> Option<Vec<i32>> {
 fn two_runners_in_one_group_split_the_partitions() {
     let dir = common::scratch_dir("kafka-group");
     let broker = Broker::start(&dir.join("broker"));
-    let files = trace_parts(1);
+    let files = common::trace_parts("task_events", 1);
     let expected = reference(&dir, &files);
     // The topic exists, empty, before the runners join.
-    replay(&broker, "split", &files, &dir, Some(0));
+    replay(&broker, &[("split", &files)], &dir, Some(0));
 
     let config = write_pipeline(
         &dir.join("group"),
@@ -293,12 +280,178 @@ fn two_runners_in_one_group_split_the_partitions() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("assignment: {latest:?}");
-    replay(&broker, "split", &files, &dir, None);
+    replay(&broker, &[("split", &files)], &dir, None);
     for child in children {
-        common::assert_ok(&child.wait_with_output().unwrap());
+        common::assert_ok(&common::wait_within(child, LIMIT));
     }
     let a = rows(&[&outs[0]]);
     let b = rows(&[&outs[1]]);
     assert!(!a.is_empty() && !b.is_empty(), "one runner got no rows");
     assert_same_rows(&expected, &rows(&[&outs[0], &outs[1]]));
+}
+
+/// Rows of `expected` and `actual` (same columns, keyed by `keys`) that do
+/// not match: missing on either side, a different integer, or a float more
+/// than a relative 1e-9 apart (sums add up in another order).
+async fn mismatches(
+    ctx: &datafusion::prelude::SessionContext,
+    keys: &[&str],
+    integers: &[&str],
+    floats: &[&str],
+) -> i64 {
+    let on: Vec<String> = keys.iter().map(|k| format!("e.{k} = a.{k}")).collect();
+    let mut differ = vec![format!("a.{0} IS NULL OR e.{0} IS NULL", keys[0])];
+    differ.extend(integers.iter().map(|c| format!("e.{c} <> a.{c}")));
+    differ.extend(floats.iter().map(|c| {
+        format!(
+            "abs(coalesce(e.{c}, -1) - coalesce(a.{c}, -1)) > 1e-9 * (1 + abs(coalesce(e.{c}, 0)))"
+        )
+    }));
+    let sql = format!(
+        "SELECT count(*) FROM expected e FULL OUTER JOIN actual a ON {} WHERE {}",
+        on.join(" AND "),
+        differ.join(" OR ")
+    );
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+/// Registers `expected` (a batch SQL answer) and `actual` (a query's Parquet
+/// output with its windows as UTC ms), replacing earlier ones.
+async fn expected_and_actual(
+    ctx: &datafusion::prelude::SessionContext,
+    expected_sql: &str,
+    output: &Path,
+    columns: &str,
+) {
+    for view in ["expected", "actual", "actual_parquet"] {
+        ctx.sql(&format!("DROP VIEW IF EXISTS {view}"))
+            .await
+            .unwrap();
+        let _ = ctx.deregister_table(view);
+    }
+    ctx.register_parquet(
+        "actual_parquet",
+        output.to_str().unwrap(),
+        datafusion::prelude::ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    ctx.sql(&format!(
+        "CREATE VIEW actual AS SELECT CAST(window_start AS BIGINT) AS window_start, \
+         CAST(window_end AS BIGINT) AS window_end, {columns} FROM actual_parquet"
+    ))
+    .await
+    .unwrap();
+    ctx.sql(&format!("CREATE VIEW expected AS {expected_sql}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_from_kafka_equals_batch_sql() {
+    let dir = common::scratch_dir("kafka-w2");
+    let broker = Broker::start(&dir.join("broker"));
+    let tasks = common::trace_parts("task_events", 1);
+    let mut jobs = common::trace_parts("job_events", 1);
+    if jobs.is_empty() {
+        // The bundled sample has no job events: replay an empty table.
+        let empty = dir.join("no-job-events/part-00000-of-00001.csv.gz");
+        std::fs::create_dir_all(empty.parent().unwrap()).unwrap();
+        let encoder = flate2::write::GzEncoder::new(
+            std::fs::File::create(&empty).unwrap(),
+            flate2::Compression::fast(),
+        );
+        encoder.finish().unwrap();
+        jobs.push(empty);
+    }
+    replay(
+        &broker,
+        &[("task_events", &tasks), ("job_events", &jobs)],
+        &dir,
+        None,
+    );
+
+    // The engine: the repository's W2 pipeline on this broker, read to the
+    // end of its topics.
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut loaded = streamsql::config::load(&repo.join("pipelines.yaml")).unwrap();
+    let pipeline = loaded.file.pipelines.get_mut("resource_usage").unwrap();
+    for source in &mut pipeline.sources {
+        let kafka = source.kafka.as_mut().unwrap();
+        kafka.brokers = broker.address.clone();
+        kafka.stop_when_idle = None;
+        kafka.stop_at_end = true;
+    }
+    for query in &mut pipeline.queries {
+        query
+            .sinks
+            .retain(|s| matches!(s, streamsql::config::SinkConfig::Parquet(_)));
+    }
+    let output = dir.join("out");
+    let summary = common::run_loaded(&loaded, "resource_usage", &output).await;
+    eprintln!("{summary}");
+    assert_eq!(summary.late, 0, "replay keeps time order: nothing is late");
+    assert!(
+        summary.dead_letters.is_empty(),
+        "{:?}",
+        summary.dead_letters
+    );
+
+    // The reference: DataFusion batch SQL over the same files.
+    let ctx = datafusion::prelude::SessionContext::new();
+    common::register_csv_gz(&ctx, "task_events", common::TASK_EVENTS, &tasks, &dir).await;
+    common::register_csv_gz(&ctx, "job_events", common::JOB_EVENTS, &jobs, &dir).await;
+    expected_and_actual(
+        &ctx,
+        "SELECT time / 60000000 * 60000 AS window_start, time / 60000000 * 60000 + 60000 AS window_end,
+                machine_id, count(*) AS task_events,
+                sum(cpu_request) AS total_cpu_request, sum(memory_request) AS total_memory_request,
+                avg(cpu_request) AS avg_cpu_request, avg(memory_request) AS avg_memory_request
+         FROM task_events WHERE machine_id IS NOT NULL
+         GROUP BY time / 60000000, machine_id",
+        &output.join("resource_usage"),
+        "machine_id, task_events, total_cpu_request, total_memory_request, avg_cpu_request, \
+         avg_memory_request",
+    )
+    .await;
+    let usage_rows = common::row_texts(&[&output.join("resource_usage")]).len();
+    assert!(usage_rows > 100, "{usage_rows} resource_usage rows");
+    let bad = mismatches(
+        &ctx,
+        &["window_start", "machine_id"],
+        &["window_end", "task_events"],
+        &[
+            "total_cpu_request",
+            "total_memory_request",
+            "avg_cpu_request",
+            "avg_memory_request",
+        ],
+    )
+    .await;
+    assert_eq!(bad, 0, "resource_usage rows differing from batch SQL");
+
+    expected_and_actual(
+        &ctx,
+        "SELECT time / 60000000 * 60000 AS window_start, time / 60000000 * 60000 + 60000 AS window_end,
+                event_type, count(*) AS job_events, count(DISTINCT job_id) AS jobs
+         FROM job_events GROUP BY time / 60000000, event_type",
+        &output.join("job_event_counts"),
+        "event_type, job_events, jobs",
+    )
+    .await;
+    let bad = mismatches(
+        &ctx,
+        &["window_start", "event_type"],
+        &["window_end", "job_events", "jobs"],
+        &[],
+    )
+    .await;
+    assert_eq!(bad, 0, "job_event_counts rows differing from batch SQL");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,37 +4,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 fn trace_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/datasets/google-2011/task_events");
     dir.is_dir().then_some(dir)
-}
-
-fn task_events_schema() -> Schema {
-    let i64 = |n: &str| Field::new(n, DataType::Int64, true);
-    let i32 = |n: &str| Field::new(n, DataType::Int32, true);
-    let f64 = |n: &str| Field::new(n, DataType::Float64, true);
-    Schema::new(vec![
-        i64("time"),
-        i32("missing_info"),
-        i64("job_id"),
-        i64("task_index"),
-        i64("machine_id"),
-        i32("event_type"),
-        Field::new("user", DataType::Utf8, true),
-        i32("scheduling_class"),
-        i32("priority"),
-        f64("cpu_request"),
-        f64("memory_request"),
-        f64("disk_request"),
-        i32("different_machines"),
-    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,40 +55,9 @@ async fn w1_equals_batch_sql_over_the_real_trace() {
     );
 
     // The reference: DataFusion batch SQL over the decompressed CSV.
-    let plain = scratch.join("csv");
-    std::fs::create_dir_all(&plain).unwrap();
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(&trace)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    parts.sort();
-    for part in parts
-        .iter()
-        .filter(|p| p.to_string_lossy().ends_with(".csv.gz"))
-    {
-        let mut input = flate2::read::MultiGzDecoder::new(std::fs::File::open(part).unwrap());
-        let name = part
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .replace(".gz", "");
-        let mut out = std::io::BufWriter::new(std::fs::File::create(plain.join(name)).unwrap());
-        std::io::copy(&mut input, &mut out).unwrap();
-        out.flush().unwrap();
-    }
     let ctx = SessionContext::new();
-    let schema = task_events_schema();
-    ctx.register_csv(
-        "task_events",
-        plain.to_str().unwrap(),
-        CsvReadOptions::new()
-            .has_header(false)
-            .schema(&schema)
-            .file_extension(".csv"),
-    )
-    .await
-    .unwrap();
+    let parts = common::trace_parts("task_events", usize::MAX);
+    common::register_csv_gz(&ctx, "task_events", common::TASK_EVENTS, &parts, &scratch).await;
     ctx.register_parquet(
         "actual",
         output.join("task_failure_metrics").to_str().unwrap(),

@@ -22,15 +22,34 @@ use crate::config::{KafkaConfig, SourceConfig, StartOffset};
 use crate::error::{Diagnostic, Result, StreamSqlError};
 
 pub struct KafkaSource {
+    /// `None` once dropped: closing them stops the reader thread.
+    channels: Option<Channels>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Channels {
     batches: mpsc::Receiver<Result<SourceBatch>>,
     /// Offsets to commit to the group once their checkpoint is written.
     commits: std::sync::mpsc::Sender<BTreeMap<i32, i64>>,
 }
 
+impl Drop for KafkaSource {
+    /// Closes the channels and waits for the reader thread to close the
+    /// consumer, which leaves the group at once: the other members need not
+    /// wait out a session timeout, and a restart finds the group settled.
+    fn drop(&mut self) {
+        self.channels = None;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
 impl KafkaSource {
     /// Joins the consumer group and starts consuming: each partition resumes
-    /// at its offset in `resume`, else at the group's committed offset, else
-    /// at `kafka.start`.
+    /// at its offset in `resume`; a partition the checkpoint lacks (it had
+    /// another owner in the group) at the group's committed offset; with no
+    /// checkpoint at all, every partition starts at `kafka.start`.
     pub fn start(
         config: &SourceConfig,
         kafka: &KafkaConfig,
@@ -77,6 +96,11 @@ impl KafkaSource {
         let context = GroupContext {
             topic: kafka.topic.clone(),
             assignment: Arc::clone(&shared),
+            // A run without a checkpoint (new, or --from-scratch) computes
+            // its outputs from the start: the offsets the group committed
+            // belong to state that is gone.
+            use_committed: resume.is_some(),
+            start: kafka.start,
         };
         let consumer: BaseConsumer<GroupContext> =
             client.create_with_context(context).map_err(|e| {
@@ -111,26 +135,30 @@ impl KafkaSource {
             assignment: shared,
             partitions: BTreeMap::new(),
         };
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name(format!("kafka-{}", config.name))
             .spawn(move || {
                 reader.run(sender, &commit_requests);
             })
             .map_err(|e| StreamSqlError::io("cannot start the Kafka thread", e))?;
-        Ok(Self { batches, commits })
+        Ok(Self {
+            channels: Some(Channels { batches, commits }),
+            reader: Some(reader),
+        })
     }
 
     /// The next micro-batch; `None` once `stop_at_end` or `stop_when_idle`
     /// ended the input.
     pub async fn next_batch(&mut self) -> Option<Result<SourceBatch>> {
-        self.batches.recv().await
+        self.channels.as_mut()?.batches.recv().await
     }
 
     /// Commits `position` to the consumer group (after its checkpoint).
     pub fn commit(&self, position: &SourcePosition) {
-        if let SourcePosition::Kafka { offsets, .. } = position {
+        if let (SourcePosition::Kafka { offsets, .. }, Some(channels)) = (position, &self.channels)
+        {
             // A closed channel means the reader stopped; nothing to commit to.
-            let _ = self.commits.send(offsets.clone());
+            let _ = channels.commits.send(offsets.clone());
         }
     }
 }
@@ -146,6 +174,46 @@ struct Assignment {
 struct GroupContext {
     topic: String,
     assignment: Arc<Mutex<Assignment>>,
+    /// A partition with no position starts at the group's committed offset
+    /// (when this is set and it has one), else at `start`.
+    use_committed: bool,
+    start: StartOffset,
+}
+
+impl GroupContext {
+    /// The offsets `partitions` (which have no position yet) start at, made
+    /// concrete so that every assigned partition has a position: the next
+    /// checkpoint records it, and `stop_at_end` can tell when it is done.
+    fn starting_offsets(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &[i32],
+    ) -> rdkafka::error::KafkaResult<BTreeMap<i32, i64>> {
+        let timeout = Duration::from_secs(10);
+        let mut offsets = BTreeMap::new();
+        if self.use_committed && !partitions.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for p in partitions {
+                list.add_partition(&self.topic, *p);
+            }
+            for element in consumer.committed_offsets(list, timeout)?.elements() {
+                if let Offset::Offset(offset) = element.offset() {
+                    offsets.insert(element.partition(), offset);
+                }
+            }
+        }
+        for p in partitions {
+            if !offsets.contains_key(p) {
+                let (low, high) = consumer.fetch_watermarks(&self.topic, *p, timeout)?;
+                let offset = match self.start {
+                    StartOffset::Earliest => low,
+                    StartOffset::Latest => high,
+                };
+                offsets.insert(*p, offset);
+            }
+        }
+        Ok(offsets)
+    }
 }
 
 impl ClientContext for GroupContext {}
@@ -164,6 +232,20 @@ impl ConsumerContext for GroupContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                let new: Vec<i32> = partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| !assignment.positions.contains_key(p))
+                    .collect();
+                match self.starting_offsets(consumer, &new) {
+                    Ok(offsets) => assignment.positions.extend(offsets),
+                    // librdkafka then starts them at the committed offset or
+                    // `auto.offset.reset`, as a plain consumer would.
+                    Err(e) => tracing::error!(
+                        "kafka: cannot look up where {} partitions {new:?} start: {e}",
+                        self.topic
+                    ),
+                }
                 for p in &partitions {
                     if let Some(offset) = assignment.positions.get(p)
                         && let Err(e) =

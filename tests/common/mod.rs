@@ -3,10 +3,16 @@
 
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::prelude::{CsvReadOptions, SessionContext};
 use streamsql::runtime::{Pipeline, RunOptions, Summary};
 
 /// A fresh directory under the target dir, removed at the start of each use.
@@ -15,6 +21,62 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
+}
+
+/// The built `streamsql` binary with `args`, run from the repository, its
+/// stdout and stderr captured.
+pub fn streamsql(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamsql"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `command` to its end like `Command::output`, but kills it and fails
+/// the test when it takes longer than `limit`.
+pub fn output_within(mut command: Command, limit: Duration) -> std::process::Output {
+    wait_within(command.spawn().expect("start streamsql"), limit)
+}
+
+/// Waits for `child` like `Child::wait_with_output`, but kills it and fails
+/// the test when it takes longer than `limit`.
+pub fn wait_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    // Drain both pipes while waiting, so a chatty child never blocks.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "streamsql did not finish within {limit:?}:\n{}",
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 /// Runs `pipeline` of the pipelines file at `config`, writing into `output`.
@@ -110,16 +172,207 @@ pub fn assert_same_rows(table: &str, want: &[String], got: &[String]) {
     }
 }
 
-/// The `columns:` entries of the Google trace's task_events, as YAML lines
-/// indented for a source block.
-pub fn task_events_columns_yaml() -> String {
-    "time:int64 missing_info:int32 job_id:int64 task_index:int64 machine_id:int64 \
-     event_type:int32 user:string scheduling_class:int32 priority:int32 \
-     cpu_request:double memory_request:double disk_request:double different_machines:int32"
+/// The Google trace's tables, as `name:type` column lists.
+pub const TASK_EVENTS: &str = "time:int64 missing_info:int32 job_id:int64 task_index:int64 \
+     machine_id:int64 event_type:int32 user:string scheduling_class:int32 priority:int32 \
+     cpu_request:double memory_request:double disk_request:double different_machines:int32";
+pub const JOB_EVENTS: &str = "time:int64 missing_info:int32 job_id:int64 event_type:int32 \
+     user:string scheduling_class:int32 job_name:string logical_job_name:string";
+
+fn columns(table: &str) -> impl Iterator<Item = (&str, &str)> {
+    table
         .split_whitespace()
-        .map(|c| {
-            let (name, ty) = c.split_once(':').unwrap();
-            format!("          - {{ name: {name}, type: {ty} }}\n")
-        })
+        .map(|c| c.split_once(':').expect("name:type"))
+}
+
+/// A table's `columns:` entries, as YAML lines indented for a source block.
+pub fn columns_yaml(table: &str) -> String {
+    columns(table)
+        .map(|(name, ty)| format!("          - {{ name: {name}, type: {ty} }}\n"))
         .collect()
+}
+
+/// A table's Arrow schema, for batch reference queries.
+pub fn schema(table: &str) -> Schema {
+    Schema::new(
+        columns(table)
+            .map(|(name, ty)| {
+                let ty = match ty {
+                    "int64" => DataType::Int64,
+                    "int32" => DataType::Int32,
+                    "double" => DataType::Float64,
+                    _ => DataType::Utf8,
+                };
+                Field::new(name, ty, true)
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The first `count` parts of a table of the real trace in
+/// ../shared/datasets; of the bundled sample when that is absent (which has
+/// task_events only: other tables are then empty).
+pub fn trace_parts(table: &str, count: usize) -> Vec<PathBuf> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let real = repo.join("../shared/datasets/google-2011");
+    let dir = if real.is_dir() {
+        real.join(table)
+    } else {
+        eprintln!("the real trace is absent: using the bundled sample");
+        repo.join("datasets/google-2011-sample").join(table)
+    };
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+        Err(_) => return Vec::new(),
+    };
+    files.retain(|p| p.to_string_lossy().ends_with(".csv.gz"));
+    files.sort();
+    files.truncate(count);
+    files
+}
+
+/// Registers the gzipped CSV `files` as table `name` of `ctx` (decompressed
+/// into `scratch`), with `table`'s columns: the batch reference's input.
+pub async fn register_csv_gz(
+    ctx: &SessionContext,
+    name: &str,
+    table: &str,
+    files: &[PathBuf],
+    scratch: &Path,
+) {
+    use std::io::Write;
+    let plain = scratch.join(format!("{name}-csv"));
+    std::fs::create_dir_all(&plain).expect("create csv folder");
+    for file in files {
+        let mut input = flate2::read::MultiGzDecoder::new(std::fs::File::open(file).unwrap());
+        let plain_name = file
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".gz", "");
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(plain.join(plain_name)).unwrap());
+        std::io::copy(&mut input, &mut out).unwrap();
+        out.flush().unwrap();
+    }
+    // An empty table still needs a file to be registered.
+    if files.is_empty() {
+        std::fs::write(plain.join("empty.csv"), "").unwrap();
+    }
+    ctx.register_csv(
+        name,
+        plain.to_str().unwrap(),
+        CsvReadOptions::new()
+            .has_header(false)
+            .schema(&schema(table))
+            .file_extension(".csv"),
+    )
+    .await
+    .expect("register csv");
+}
+
+/// The newest complete checkpoint sequence under `out/_checkpoints`.
+pub fn newest_checkpoint(out: &Path) -> Option<u64> {
+    std::fs::read_dir(out.join("_checkpoints"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+}
+
+/// A small deterministic generator (xorshift) with a printed seed, so a
+/// failing random schedule can be replayed.
+pub struct Random(u64);
+
+impl Random {
+    /// Seeded from the clock, or from `STREAMSQL_TEST_SEED` to replay one.
+    pub fn new(what: &str) -> Self {
+        let seed = std::env::var("STREAMSQL_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            })
+            | 1;
+        eprintln!("{what} seed: {seed} (STREAMSQL_TEST_SEED={seed} replays it)");
+        Self(seed)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What [`kill_at_random_points`] did: the kills that landed mid-run and
+/// the newest checkpoint after each.
+#[derive(Debug)]
+pub struct Kills {
+    pub count: usize,
+    pub checkpoints: Vec<Option<u64>>,
+}
+
+/// Starts `run()` (a `streamsql run` writing its outputs and checkpoints
+/// to `out`) again and again, SIGKILLing each attempt a random while after
+/// its first new checkpoint (up to 2 / `wanted` of `full`, an uninterrupted
+/// run's duration, so the kills spread over the input), until `wanted` kills
+/// have landed. An attempt that finishes before its kill ends a round: `out`
+/// is removed and the next starts over. Each restart waits `restart_delay`
+/// after the attempt before it ended. Bounded in attempts and in time.
+pub fn kill_at_random_points(
+    run: impl Fn() -> Command,
+    out: &Path,
+    full: Duration,
+    wanted: usize,
+    restart_delay: Duration,
+) -> Kills {
+    let mut random = Random::new("kill schedule");
+    let mut kills = Kills {
+        count: 0,
+        checkpoints: Vec::new(),
+    };
+    let deadline = Instant::now() + (full * 4 + restart_delay) * 10 + Duration::from_secs(60);
+    for _ in 0..wanted * 3 + 4 {
+        if kills.count >= wanted || Instant::now() > deadline {
+            break;
+        }
+        let before = newest_checkpoint(out);
+        let mut child = run()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start streamsql");
+        let wait_until = Instant::now() + full * 4 + Duration::from_secs(30);
+        while newest_checkpoint(out) == before
+            && child.try_wait().expect("poll").is_none()
+            && Instant::now() < wait_until
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(full.mul_f64(random.below(200) as f64 / 100.0 / wanted as f64));
+        match child.try_wait().expect("poll") {
+            Some(status) => {
+                assert!(status.success(), "a run failed: {status}");
+                let _ = std::fs::remove_dir_all(out);
+            }
+            None => {
+                child.kill().expect("SIGKILL");
+                let _ = child.wait();
+                kills.count += 1;
+                kills.checkpoints.push(newest_checkpoint(out));
+            }
+        }
+        std::thread::sleep(restart_delay);
+    }
+    eprintln!(
+        "{} kills; newest checkpoint after each: {:?}",
+        kills.count, kills.checkpoints
+    );
+    kills
 }

@@ -1,0 +1,54 @@
+//! A tansu broker (a Kafka-protocol broker in Rust, installed by
+//! scripts/tools.sh) on a free loopback port, for the Kafka tests and the
+//! Kafka benchmark.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tansu broker with its data in a scratch folder, killed when dropped.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub address: String,
+}
+
+impl Broker {
+    /// Starts a broker storing its data (sqlite) in `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let program = std::env::var("STREAMSQL_TANSU").unwrap_or_else(|_| "tansu".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        std::fs::create_dir_all(dir).unwrap();
+        let child = Command::new(&program)
+            .current_dir(dir)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `{program}` ({e}): run through scripts/test.sh or scripts/bench.sh, which install tansu")
+            });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            address: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
