@@ -4,11 +4,18 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// One broker at a time per test binary: tests run in parallel, and several
+/// brokers with their clients on two cores starve each other into
+/// multi-second fetch stalls that end `stop_when_idle` runs early.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A tansu broker with its data in a scratch folder, killed when dropped.
 pub struct Broker {
     child: Child,
+    _turn: MutexGuard<'static, ()>,
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.
     pub address: String,
 }
@@ -16,6 +23,8 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker storing its data (sqlite) in `dir`.
     pub fn start(dir: &Path) -> Self {
+        // A test that failed holding the turn has still released it.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let program = std::env::var("STREAMSQL_TANSU").unwrap_or_else(|_| "tansu".into());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -41,6 +50,7 @@ impl Broker {
         }
         Self {
             child,
+            _turn: turn,
             address: format!("127.0.0.1:{port}"),
         }
     }
