@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use streamsql::replay::{ReplayOptions, create_topics, produce};
-use streamsql::runtime::{Pipeline, RunOptions};
+use streamsql::runtime::RunOptions;
 
 const TOPIC: &str = "task_events";
 const PARTITIONS: i32 = 12;
@@ -82,12 +82,7 @@ fn w1_from_kafka(brokers: &str, round: usize, output: &std::path::Path) -> (u64,
         .build()
         .expect("runtime");
     let started = Instant::now();
-    let summary = runtime.block_on(async {
-        let runner = Pipeline::build(&loaded, "task_failures", &options)
-            .await
-            .expect("build");
-        runner.run(&options).await.expect("run")
-    });
+    let summary = runtime.block_on(common::run_with(&loaded, "task_failures", &options));
     (summary.events_in, started.elapsed())
 }
 

@@ -11,23 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// `streamsql run p` of `config` into `out`.
-fn run_command(config: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut args = vec![
-        "--config",
-        config.to_str().unwrap(),
-        "run",
-        "p",
-        "--quiet",
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    common::streamsql(&args)
-}
-
 fn run(config: &Path, out: &Path, extra: &[&str]) -> Output {
-    run_command(config, out, extra)
+    common::run_p(config, out, extra)
         .output()
         .expect("run streamsql")
 }
@@ -101,18 +86,14 @@ fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
          FROM task_events GROUP BY TUMBLE(time, INTERVAL '5' MINUTE), user",
     )
     .unwrap();
-    let columns = common::columns_yaml(common::TASK_EVENTS);
+    let source = common::task_events_source_yaml(&format!(
+        "replay: {{ path: '{data}', batch_rows: {batch_rows} }}"
+    ));
     let yaml = format!(
         "pipelines:
   p:
     sources:
-      - name: task_events
-        format: csv
-        replay: {{ path: '{data}', batch_rows: {batch_rows} }}
-        columns:
-{columns}        event_time: {{ column: time, unit: us }}
-        watermark_delay: 30s
-    commit_interval: 0s
+{source}    commit_interval: 0s
     checkpoint: {{ retain: 3 }}
     queries:
       - {{ name: task_failure_metrics, sql: '{}', sinks: [ {{ parquet: {{}} }} ] }}
@@ -169,7 +150,7 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
 
     let out = dir.join("killed");
     let kills = common::kill_at_random_points(
-        || run_command(&config, &out, &[]),
+        || common::run_p(&config, &out, &[]),
         &out,
         full,
         12,
@@ -379,7 +360,7 @@ fn checkpoints_in_an_s3_bucket_restore_like_local_ones() {
 
     let out = dir.join("out");
     let run_s3 = |extra: &[&str]| {
-        let output = run_command(&config, &out, extra)
+        let output = common::run_p(&config, &out, extra)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
@@ -416,7 +397,7 @@ fn ctrl_c_stops_with_a_checkpoint_and_the_next_run_continues() {
     let full = started.elapsed();
 
     let out = dir.join("out");
-    let child = run_command(&config, &out, &[])
+    let child = common::run_p(&config, &out, &[])
         .spawn()
         .expect("start streamsql");
     std::thread::sleep(full / 3);

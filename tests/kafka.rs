@@ -48,18 +48,12 @@ fn replay(broker: &Broker, tables: &[(&str, &[PathBuf])], scratch: &Path, limit:
 /// Pipeline `p`: W1 over `input` (a `replay:` or `kafka:` block).
 fn write_pipeline(dir: &Path, input: &str) -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let columns = common::columns_yaml(common::TASK_EVENTS);
+    let source = common::task_events_source_yaml(input);
     let yaml = format!(
         "pipelines:
   p:
     sources:
-      - name: task_events
-        format: csv
-        {input}
-        columns:
-{columns}        event_time: {{ column: time, unit: us }}
-        watermark_delay: 30s
-    commit_interval: 1s
+{source}    commit_interval: 1s
     queries:
       - {{ name: task_failure_metrics, sql: '{}', sinks: [ {{ parquet: {{}} }} ] }}
 ",
@@ -82,17 +76,7 @@ fn kafka_input(broker: &Broker, topic: &str, group: &str, stop: &str) -> String 
 }
 
 fn run(config: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut args = vec![
-        "--config",
-        config.to_str().unwrap(),
-        "run",
-        "p",
-        "--quiet",
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let mut command = common::streamsql(&args);
+    let mut command = common::run_p(config, out, extra);
     command.env("RUST_LOG", "streamsql=info");
     command
 }

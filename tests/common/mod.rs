@@ -192,6 +192,38 @@ pub fn columns_yaml(table: &str) -> String {
         .collect()
 }
 
+/// A `task_events` source block of a test pipeline: the trace's CSV
+/// columns, event time in µs, a 30 s watermark delay, reading from `input`
+/// (a `replay:` or `kafka:` line); indented for `sources:`.
+pub fn task_events_source_yaml(input: &str) -> String {
+    format!(
+        "      - name: task_events
+        format: csv
+        {input}
+        columns:
+{}        event_time: {{ column: time, unit: us }}
+        watermark_delay: 30s
+",
+        columns_yaml(TASK_EVENTS)
+    )
+}
+
+/// `streamsql --config <config> run p --quiet --output <out> <extra>`: the
+/// test pipeline `p`.
+pub fn run_p(config: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "run",
+        "p",
+        "--quiet",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    streamsql(&args)
+}
+
 /// A table's Arrow schema, for batch reference queries.
 pub fn schema(table: &str) -> Schema {
     Schema::new(
