@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The benchmark command: installs the broker the Kafka benchmark starts on
-# 127.0.0.1 (cached, see tools.sh), then runs the benchmarks
-# (`scripts/bench.sh --bench kafka` runs one).
+# The benchmark command: installs the services the Kafka and Elasticsearch
+# benchmarks start on 127.0.0.1 (cached, see tools.sh), then runs the
+# benchmarks (`scripts/bench.sh --bench kafka` runs one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
 install_tansu
+install_osmem
 cargo bench --locked "$@"

@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 source scripts/tools.sh
 install_tansu
 install_moto
+install_osmem
+install_compose
 cargo test --release --locked "$@"

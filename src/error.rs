@@ -98,6 +98,10 @@ pub enum StreamSqlError {
     /// The checkpoint store (a directory or an object store bucket) failed.
     #[error("checkpoint store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    /// A sink could not deliver (after its retries); nothing after the last
+    /// checkpoint is lost.
+    #[error("{0}")]
+    Sink(String),
     /// A broken invariant inside the engine: a bug, never the user's input.
     #[error("internal error: {0}")]
     Internal(String),

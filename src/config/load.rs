@@ -16,6 +16,8 @@ pub struct LoadedConfig {
     pub file: PipelinesFile,
     /// Query SQL by (pipeline, query name): the file's path and its text.
     pub sql: BTreeMap<(String, String), (PathBuf, String)>,
+    /// The file's text (environment variables expanded), to point at lines.
+    text: String,
 }
 
 impl LoadedConfig {
@@ -45,6 +47,12 @@ impl LoadedConfig {
         self.resolve(&relative)
     }
 
+    /// The 1-based line of `needle` in pipeline `pipeline`'s block, at or
+    /// after the first line containing `after` (such as `name: <query>`).
+    pub fn line_of(&self, pipeline: &str, after: &str, needle: &str) -> Option<usize> {
+        Locator::new(&self.text, pipeline).line_after(after, needle)
+    }
+
     pub fn sql_of(&self, pipeline: &str, query: &str) -> &(PathBuf, String) {
         // Invariant: `load` read the SQL of every query of every pipeline.
         &self.sql[&(pipeline.to_string(), query.to_string())]
@@ -56,6 +64,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
     let file_name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| StreamSqlError::io(format!("cannot read {file_name}"), e))?;
+    let text = expand_env(&file_name, &text)?;
     let file: PipelinesFile = serde_yaml::from_str(&text).map_err(|e| {
         let (mut line, mut column) = (
             e.location().map(|l| l.line()),
@@ -122,7 +131,55 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
         base_dir,
         file,
         sql,
+        text,
     })
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` with the environment variable's
+/// value (or the default), as docker compose does, so one file serves a
+/// laptop and a container network (`brokers: ${KAFKA_BROKERS:-127.0.0.1:9092}`).
+/// Secrets stay out of the file this way too.
+fn expand_env(file: &str, text: &str) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let Some(len) = rest[start..].find('}') else {
+                out.push_str(&rest[start..]);
+                rest = "";
+                break;
+            };
+            let inner = &rest[start + 2..start + len];
+            let (name, default) = match inner.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inner, None),
+            };
+            match (std::env::var(name), default) {
+                (Ok(value), _) => out.push_str(&value),
+                (Err(_), Some(default)) => out.push_str(default),
+                (Err(_), None) => problems.push(
+                    Diagnostic::new(
+                        file,
+                        Some(n + 1),
+                        format!("environment variable `{name}` is not set"),
+                    )
+                    .at_column(Some(line.len() - rest.len() + start + 1))
+                    .with_fix(format!(
+                        "export {name}=..., or give a default: ${{{name}:-value}}"
+                    )),
+                ),
+            }
+            rest = &rest[start + len + 1..];
+        }
+        out.push_str(rest);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(StreamSqlError::Invalid(Diagnostics(problems)))
+    }
 }
 
 fn check_pipeline(
@@ -290,10 +347,43 @@ impl<'a> Locator<'a> {
     }
 
     fn line_of(&self, needle: &str) -> Option<usize> {
-        self.lines[self.start..]
+        self.line_after("", needle)
+    }
+
+    /// Like `line_of`, searching from the first line containing `after`.
+    fn line_after(&self, after: &str, needle: &str) -> Option<usize> {
+        let from = self.lines[self.start..]
+            .iter()
+            .position(|l| l.contains(after))
+            .map_or(self.start, |i| self.start + i);
+        self.lines[from..]
             .iter()
             .position(|l| l.contains(needle))
-            .map(|i| self.start + i + 1)
-            .or(Some(self.start + 1))
+            .map(|i| from + i + 1)
+            .or(Some(from + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_env;
+
+    #[test]
+    fn environment_variables_and_defaults_are_expanded_on_their_line() {
+        // SAFETY: no other test reads or writes these variables.
+        unsafe { std::env::set_var("STREAMSQL_TEST_BROKERS", "kafka:9092") };
+        let text = "a: ${STREAMSQL_TEST_BROKERS}\nb: ${STREAMSQL_TEST_UNSET:-x:1} ${ not closed\n";
+        assert_eq!(
+            expand_env("p.yaml", text).unwrap(),
+            "a: kafka:9092\nb: x:1 ${ not closed\n"
+        );
+        let error = expand_env("p.yaml", "a: 1\nb: ${STREAMSQL_TEST_UNSET}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("p.yaml:2:4: environment variable `STREAMSQL_TEST_UNSET` is not set"),
+            "{error}"
+        );
+        assert!(error.contains("${STREAMSQL_TEST_UNSET:-value}"), "{error}");
     }
 }

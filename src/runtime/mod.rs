@@ -15,10 +15,10 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, TimestampMil
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::config::{LoadedConfig, PipelineConfig, SinkConfig};
+use crate::config::{LoadedConfig, PipelineConfig};
 use crate::error::{Diagnostics, Result, StreamSqlError};
 use crate::plan::{BatchSlot, QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan};
-use crate::sink::{ConsoleSink, DeadLetterSink, ParquetSink, Sink};
+use crate::sink::{self, DeadLetterSink, ParquetSink, Sink};
 use crate::source::{Source, SourceBatch, SourcePosition};
 use crate::state::{CheckpointStore, Manifest, QueryCheckpoint, SourceCheckpoint};
 use crate::window::{WindowOperator, WindowSpec};
@@ -49,6 +49,7 @@ pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<Vec<Quer
         let (path, sql) = loaded.sql_of(name, &query.name);
         match QueryPlan::build(&query.name, path, sql, query.emit, &tables).await {
             Ok(plan) => {
+                problems.extend(sink::check_settings(loaded, name, query, &plan));
                 tables.push(TableDef {
                     name: query.name.clone(),
                     schema: Arc::clone(&plan.output_schema),
@@ -174,17 +175,7 @@ impl Pipeline {
                 }
                 QueryShape::Stateless { .. } => None,
             };
-            let mut sinks = Vec::new();
-            for sink in &query.sinks {
-                sinks.push(match sink {
-                    SinkConfig::Parquet(_) => Sink::Parquet(ParquetSink::create(
-                        &output_dir.join(&plan.name),
-                        Arc::clone(&plan.output_schema),
-                        keep_through,
-                    )?),
-                    SinkConfig::Console(c) => Sink::Console(ConsoleSink::new(&plan.name, c.rows)),
-                });
-            }
+            let sinks = sink::start(loaded, name, query, &plan, &output_dir, keep_through).await?;
             queries.push(QueryRuntime {
                 plan,
                 window,
@@ -255,6 +246,11 @@ impl Pipeline {
                 last_trigger = Instant::now();
             }
             self.process(index, batch, trigger, &mut summary).await?;
+            for query in &mut self.queries {
+                for sink in &mut query.sinks {
+                    sink.flush_if_due(&mut self.dead_letters).await?;
+                }
+            }
             batches += 1;
             if options.stop_after_batches == Some(batches) {
                 summary.stopped_early = true;
@@ -286,6 +282,15 @@ impl Pipeline {
             .map(|q| (q.plan.name.clone(), q.rows_out))
             .collect();
         summary.dead_letters = self.dead_letters.counts.clone();
+        summary.elasticsearch = self
+            .queries
+            .iter()
+            .flat_map(|q| &q.sinks)
+            .filter_map(|sink| match sink {
+                Sink::Elasticsearch(s) => Some((s.name().to_string(), s.stats)),
+                _ => None,
+            })
+            .collect();
         progress.finish();
         Ok(summary)
     }
@@ -317,7 +322,7 @@ impl Pipeline {
     async fn commit(&mut self, summary: &mut Summary) -> Result<()> {
         for query in &mut self.queries {
             for sink in &mut query.sinks {
-                sink.commit(self.epoch)?;
+                sink.commit(self.epoch, &mut self.dead_letters).await?;
             }
         }
         for source in &mut self.sources {
@@ -497,7 +502,7 @@ impl Pipeline {
             };
             for sink in &mut query.sinks {
                 for out in &output {
-                    sink.write(out)?;
+                    sink.write(out, &mut self.dead_letters).await?;
                 }
             }
             query.rows_out += output.iter().map(|b| b.num_rows() as u64).sum::<u64>();

@@ -5,6 +5,8 @@ use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use crate::sink::elasticsearch::ElasticsearchStats;
+
 /// What a run did, printed at the end.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -21,6 +23,8 @@ pub struct Summary {
     pub stopped_early: bool,
     /// Window state groups held at the end (zero once the input is exhausted).
     pub state_groups: usize,
+    /// Per Elasticsearch sink (`<query> → elasticsearch <url>`).
+    pub elasticsearch: Vec<(String, ElasticsearchStats)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,6 +95,13 @@ impl fmt::Display for Summary {
         }
         for (query, rows) in &self.rows_out {
             writeln!(f, "  query {query}: {rows} rows out")?;
+        }
+        for (sink, s) in &self.elasticsearch {
+            writeln!(
+                f,
+                "  {sink}: {} documents in {} bulk requests, {} retries, {} rejected",
+                s.documents, s.requests, s.retries, s.rejected
+            )?;
         }
         if self.dead_letters.is_empty() {
             writeln!(f, "  dead letters: none")?;

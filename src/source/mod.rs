@@ -33,6 +33,8 @@ impl DeadLetter {
     pub fn kind(&self) -> &str {
         if self.reason.starts_with("event time") {
             "missing event time"
+        } else if self.reason.starts_with("rejected by elasticsearch") {
+            "rejected by elasticsearch"
         } else {
             "malformed record"
         }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod elasticsearch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -261,6 +262,26 @@ pub fn trace_parts(table: &str, count: usize) -> Vec<PathBuf> {
     files.sort();
     files.truncate(count);
     files
+}
+
+/// The first `events` rows of a table of the trace (see `trace_parts`) after
+/// its opening state at time 0, so that they move through windows, written
+/// as plain CSV to `path`.
+pub fn trace_slice(table: &str, events: usize, path: &Path) -> PathBuf {
+    use std::io::{BufRead, Write};
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let lines = trace_parts(table, usize::MAX).into_iter().flat_map(|part| {
+        std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            std::fs::File::open(part).unwrap(),
+        ))
+        .lines()
+        .map(Result::unwrap)
+    });
+    for line in lines.filter(|l| !l.starts_with("0,")).take(events) {
+        writeln!(out, "{line}").unwrap();
+    }
+    out.flush().unwrap();
+    path.to_path_buf()
 }
 
 /// Registers the gzipped CSV `files` as table `name` of `ctx` (decompressed
