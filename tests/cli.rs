@@ -46,6 +46,13 @@ fn check_and_explain_accept_the_repository_pipelines() {
         ),
         "{text}"
     );
+    assert!(text.contains("sinks: parquet"), "{text}");
+    let live = streamsql(&["explain", "task_failures_live"]);
+    let text = String::from_utf8_lossy(&live.stdout);
+    assert!(
+        text.contains("sinks: elasticsearch http://127.0.0.1:9200 index task-failures-{window_start:%Y.%m.%d} _id [window_start, machine_id, job_id]"),
+        "{text}"
+    );
 }
 
 #[test]

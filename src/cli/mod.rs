@@ -180,8 +180,11 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Explain { pipeline } => {
             let loaded = config::load(&cli.config)?;
-            for plan in plan_pipeline(&loaded, &pipeline).await? {
+            let queries = &loaded.pipeline(&pipeline)?.queries;
+            for (plan, query) in plan_pipeline(&loaded, &pipeline).await?.iter().zip(queries) {
                 println!("{}", plan.describe());
+                let sinks: Vec<String> = query.sinks.iter().map(|s| s.describe()).collect();
+                println!("  sinks: {}", sinks.join("; "));
             }
             Ok(())
         }

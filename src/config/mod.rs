@@ -335,6 +335,25 @@ pub enum SinkConfig {
     Elasticsearch(ElasticsearchSinkConfig),
 }
 
+impl SinkConfig {
+    /// One line for `explain`.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkConfig::Parquet(_) => "parquet (a file per commit epoch)".to_string(),
+            SinkConfig::Console(c) => format!("console (first {} rows)", c.rows),
+            SinkConfig::Elasticsearch(e) => format!(
+                "elasticsearch {} index {} _id [{}] (bulk {} rows / {} bytes / {:?})",
+                e.url,
+                e.index,
+                e.id_columns.join(", "),
+                e.bulk_rows,
+                e.bulk_bytes,
+                e.flush_interval
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {}

@@ -92,6 +92,7 @@ impl KafkaSource {
         let shared = Arc::new(Mutex::new(Assignment {
             positions: offsets,
             partitions: BTreeSet::new(),
+            assigned_before: false,
         }));
         let context = GroupContext {
             topic: kafka.topic.clone(),
@@ -166,39 +167,54 @@ impl KafkaSource {
 /// What the group assigned to us, shared with the rebalance callback.
 struct Assignment {
     /// Per partition, the next offset to read (from the checkpoint, then as
-    /// consumed): a partition assigned again resumes exactly there.
+    /// consumed): a partition assigned again resumes there, or at the group's
+    /// committed offset if another member has read and committed further.
     positions: BTreeMap<i32, i64>,
     partitions: BTreeSet<i32>,
+    /// Whether the group has assigned partitions to this run before: every
+    /// later assignment follows a rebalance, and a partition may come back
+    /// after another member read further and committed.
+    assigned_before: bool,
 }
 
 struct GroupContext {
     topic: String,
     assignment: Arc<Mutex<Assignment>>,
-    /// A partition with no position starts at the group's committed offset
-    /// (when this is set and it has one), else at `start`.
+    /// At the first assignment, a partition with no position starts at the
+    /// group's committed offset (when this is set and it has one), else at
+    /// `start`.
     use_committed: bool,
     start: StartOffset,
 }
 
 impl GroupContext {
-    /// The offsets `partitions` (which have no position yet) start at, made
-    /// concrete so that every assigned partition has a position: the next
-    /// checkpoint records it, and `stop_at_end` can tell when it is done.
+    /// The offsets `partitions` start at, made concrete so that every
+    /// assigned partition has a position: the next checkpoint records it, and
+    /// `stop_at_end` can tell when it is done. A partition starts at its own
+    /// position (`known`) or, with `use_committed`, at the group's committed
+    /// offset when that is further (another member read on and committed);
+    /// with neither, at `start`.
     fn starting_offsets(
         &self,
         consumer: &BaseConsumer<Self>,
         partitions: &[i32],
+        use_committed: bool,
+        known: &BTreeMap<i32, i64>,
     ) -> rdkafka::error::KafkaResult<BTreeMap<i32, i64>> {
         let timeout = Duration::from_secs(10);
-        let mut offsets = BTreeMap::new();
-        if self.use_committed && !partitions.is_empty() {
+        let mut offsets: BTreeMap<i32, i64> = partitions
+            .iter()
+            .filter_map(|p| known.get(p).map(|offset| (*p, *offset)))
+            .collect();
+        if use_committed && !partitions.is_empty() {
             let mut list = TopicPartitionList::new();
             for p in partitions {
                 list.add_partition(&self.topic, *p);
             }
             for element in consumer.committed_offsets(list, timeout)?.elements() {
-                if let Offset::Offset(offset) = element.offset() {
-                    offsets.insert(element.partition(), offset);
+                if let Offset::Offset(committed) = element.offset() {
+                    let offset = offsets.entry(element.partition()).or_insert(committed);
+                    *offset = (*offset).max(committed);
                 }
             }
         }
@@ -232,17 +248,28 @@ impl ConsumerContext for GroupContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                let new: Vec<i32> = partitions
-                    .iter()
-                    .copied()
-                    .filter(|p| !assignment.positions.contains_key(p))
-                    .collect();
-                match self.starting_offsets(consumer, &new) {
+                // First assignment: positions from the checkpoint; the rest
+                // per `use_committed`. After a rebalance: every partition at
+                // its own position or the group's committed offset, whichever
+                // is further, so a partition handed over mid-run (another
+                // member stopped) is not read twice.
+                let (lookup, use_committed) = if assignment.assigned_before {
+                    (partitions.clone(), true)
+                } else {
+                    let new = partitions
+                        .iter()
+                        .copied()
+                        .filter(|p| !assignment.positions.contains_key(p))
+                        .collect();
+                    (new, self.use_committed)
+                };
+                match self.starting_offsets(consumer, &lookup, use_committed, &assignment.positions)
+                {
                     Ok(offsets) => assignment.positions.extend(offsets),
                     // librdkafka then starts them at the committed offset or
                     // `auto.offset.reset`, as a plain consumer would.
                     Err(e) => tracing::error!(
-                        "kafka: cannot look up where {} partitions {new:?} start: {e}",
+                        "kafka: cannot look up where {} partitions {lookup:?} start: {e}",
                         self.topic
                     ),
                 }
@@ -259,6 +286,7 @@ impl ConsumerContext for GroupContext {
                     tracing::error!("kafka: assign failed: {e}");
                 }
                 assignment.partitions = partitions.into_iter().collect();
+                assignment.assigned_before = true;
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!("kafka: partitions of {} revoked", self.topic);
