@@ -109,10 +109,9 @@ fn mget(address: &str, ids: &[String]) -> Vec<Value> {
     answer["docs"].as_array().unwrap().clone()
 }
 
-/// Fetches every expected document by `_id` (mget) and compares it, then
-/// checks the index holds no others. Returns the documents' versions.
-fn assert_documents(address: &str, expected: &BTreeMap<String, String>) -> Vec<u64> {
-    assert!(!expected.is_empty(), "the reference has no rows");
+/// Fetches every expected document by `_id` (mget) and compares it.
+/// Returns the documents' versions.
+fn assert_indexed(address: &str, expected: &BTreeMap<String, String>) -> Vec<u64> {
     let ids: Vec<String> = expected.keys().cloned().collect();
     let mut versions = Vec::new();
     for chunk in ids.chunks(1000) {
@@ -123,6 +122,13 @@ fn assert_documents(address: &str, expected: &BTreeMap<String, String>) -> Vec<u
             versions.push(doc["_version"].as_u64().unwrap());
         }
     }
+    versions
+}
+
+/// [`assert_indexed`], then checks the index holds no other documents.
+fn assert_documents(address: &str, expected: &BTreeMap<String, String>) -> Vec<u64> {
+    assert!(!expected.is_empty(), "the reference has no rows");
+    let versions = assert_indexed(address, expected);
     get_json(address, "POST", "/w1-*/_refresh", None);
     let count = get_json(address, "GET", "/w1-*/_count", None);
     assert_eq!(count["count"], json!(expected.len()), "documents in w1-*");
@@ -245,16 +251,7 @@ fn refused_documents_go_to_the_dead_letters_and_the_rest_arrive() {
         }
     }
     // ...and every other window is in the index with its final values.
-    let ids: Vec<String> = expected.keys().cloned().collect();
-    for chunk in ids.chunks(1000) {
-        for (id, doc) in chunk.iter().zip(mget(es.address(), chunk)) {
-            assert_eq!(
-                document_text(&doc["_source"]),
-                expected[id],
-                "document {id}"
-            );
-        }
-    }
+    assert_indexed(es.address(), &expected);
 }
 
 #[test]

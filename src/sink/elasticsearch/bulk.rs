@@ -4,7 +4,6 @@
 //! item by item (`items[i].<action>.status`, in request order).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bytes::Bytes;
 use elasticsearch::{BulkParts, Elasticsearch};
@@ -57,12 +56,18 @@ pub fn body(documents: &[Document]) -> Bytes {
     Bytes::from(body)
 }
 
-/// Sends `documents` in one bulk request.
-pub async fn send(client: &Elasticsearch, documents: &[Document], timeout: Duration) -> Answer {
+/// Whether an HTTP status says "try again later": throttled (429) or the
+/// cluster, or a proxy in front of it, unavailable for now (502, 503, 504).
+pub fn is_transient(status: u16) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
+}
+
+/// Sends `documents` in one bulk request (the client's transport carries
+/// the sink's `request_timeout`).
+pub async fn send(client: &Elasticsearch, documents: &[Document]) -> Answer {
     let response = client
         .bulk(BulkParts::None)
         .body(vec![body(documents)])
-        .request_timeout(timeout)
         .send()
         .await;
     let response = match response {
@@ -70,7 +75,7 @@ pub async fn send(client: &Elasticsearch, documents: &[Document], timeout: Durat
         Err(e) => return Answer::Transient(format!("no answer ({e})")),
     };
     let status = response.status_code();
-    if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
+    if is_transient(status.as_u16()) {
         return Answer::Transient(format!("answered {status}"));
     }
     let text = match response.text().await {

@@ -130,7 +130,7 @@ impl ElasticsearchSink {
                 .await;
             let failure = match response {
                 Ok(r) if r.status_code().is_success() => return Ok(()),
-                Ok(r) if matches!(r.status_code().as_u16(), 429 | 502 | 503 | 504) => {
+                Ok(r) if bulk::is_transient(r.status_code().as_u16()) => {
                     format!("answered {}", r.status_code())
                 }
                 Ok(r) => {
@@ -166,10 +166,11 @@ impl ElasticsearchSink {
                 self.flush(dead_letters).await?;
             }
         }
-        self.flush_if_due(dead_letters).await
+        Ok(())
     }
 
-    /// Sends the buffer when its oldest row has waited `flush_interval`.
+    /// Sends the buffer when its oldest row has waited `flush_interval`
+    /// (the pipeline asks after every micro-batch).
     pub async fn flush_if_due(&mut self, dead_letters: &mut DeadLetterSink) -> Result<()> {
         if self
             .oldest
@@ -192,7 +193,7 @@ impl ElasticsearchSink {
         let mut backoff = Backoff::new(&self.settings);
         while !documents.is_empty() {
             self.stats.requests += 1;
-            let answer = bulk::send(&self.client, &documents, self.settings.request_timeout).await;
+            let answer = bulk::send(&self.client, &documents).await;
             let failure = match answer {
                 Answer::Items(statuses) => {
                     let mut again = Vec::new();
