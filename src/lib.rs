@@ -2,11 +2,13 @@
 //!
 //! One folder per pipeline stage, in the order data flows:
 //! [`source`] (replay, decode) -> [`window`] (the stateful operator, planned by
-//! [`plan`]) -> [`sink`], driven by [`runtime`] from [`config`].
+//! [`plan`]) -> [`history`] (a key's earlier windows, for rule queries with
+//! window functions) -> [`sink`], driven by [`runtime`] from [`config`].
 
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod plan;
 pub mod replay;
 pub mod runtime;

@@ -1,5 +1,6 @@
 //! The `streamsql` command line.
 
+mod golden;
 mod query;
 
 use std::path::PathBuf;
@@ -93,12 +94,28 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Write the bundled sample data (synthetic, in the real trace format).
+    /// Run golden tests: a pipeline over given input lines must produce the
+    /// expected rows (README: "Golden tests").
+    Test {
+        /// Test files, or folders of `*.test` files.
+        #[arg(default_value = "tests/golden")]
+        paths: Vec<PathBuf>,
+        /// Rewrite the expected rows with what the pipelines produce now.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Write the bundled sample data (synthetic, in the real formats).
     GenerateSample {
-        #[arg(long, default_value = "datasets/google-2011-sample/task_events")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 120_000)]
-        rows: usize,
+        /// Which sample.
+        #[arg(long, value_enum, default_value = "task-events")]
+        kind: SampleKind,
+        /// Where to write it (default: the kind's folder under datasets/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Rows (servers x 5-second steps for server-metrics: minutes).
+        #[arg(long)]
+        rows: Option<usize>,
+        /// Files, for task-events.
         #[arg(long, default_value_t = 2)]
         parts: usize,
         #[arg(long, default_value_t = 2011)]
@@ -148,6 +165,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 progress: !quiet,
                 from_scratch,
                 stop_after_batches,
+                ..Default::default()
             };
             let runner = Pipeline::build(&loaded, &pipeline, &options).await?;
             let output_dir = runner.output_dir().clone();
@@ -220,6 +238,13 @@ async fn execute(cli: Cli) -> Result<()> {
                     loaded.output_dir(&name, loaded.pipeline(&name)?)
                 }
             };
+            // A path to a .sql file runs the file (queries/batch/*.sql).
+            let sql = match sql.trim_end().ends_with(".sql") && std::path::Path::new(&sql).is_file()
+            {
+                true => std::fs::read_to_string(&sql)
+                    .map_err(|e| crate::StreamSqlError::io(format!("cannot read {sql}"), e))?,
+                false => sql,
+            };
             let batches = query::query_outputs(&dir, &sql).await?;
             query::print(&batches, format)
         }
@@ -256,18 +281,110 @@ async fn execute(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Test { paths, update } => {
+            let mut files = Vec::new();
+            for path in &paths {
+                if path.is_dir() {
+                    let pattern = path.join("*.test");
+                    let mut found: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
+                        .map_err(|e| crate::StreamSqlError::Internal(e.to_string()))?
+                        .filter_map(|p| p.ok())
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                } else {
+                    files.push(path.clone());
+                }
+            }
+            let mut failed = 0;
+            for file in &files {
+                let outcome = golden::run_file(&cli.config, file, update).await?;
+                if outcome.failures.is_empty() {
+                    println!(
+                        "ok    {}{}",
+                        outcome.file.display(),
+                        if update { " (updated)" } else { "" }
+                    );
+                    continue;
+                }
+                failed += 1;
+                println!("FAIL  {}", outcome.file.display());
+                for (table, missing, unexpected) in &outcome.failures {
+                    println!("  expect {table}:");
+                    for row in missing {
+                        println!("    missing:    {row}");
+                    }
+                    for row in unexpected {
+                        println!("    unexpected: {row}");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(crate::error::Diagnostic::new(
+                    "streamsql test",
+                    None,
+                    format!("{failed} of {} golden tests failed", files.len()),
+                )
+                .with_fix("read the rows above; if the new rows are right, run `streamsql test --update <file>`")
+                .into());
+            }
+            println!("{} golden tests passed", files.len());
+            Ok(())
+        }
         Command::GenerateSample {
+            kind,
             out,
             rows,
             parts,
             seed,
         } => {
-            crate::sample::task_events(&out, rows, parts, seed)?;
+            let (default_out, default_rows) = kind.defaults();
+            let out = out.unwrap_or_else(|| PathBuf::from(default_out));
+            let rows = rows.unwrap_or(default_rows);
+            match kind {
+                SampleKind::TaskEvents => crate::sample::task_events(&out, rows, parts, seed)?,
+                SampleKind::WebLogs => crate::sample::web_logs(&out, rows, seed)?,
+                SampleKind::AccessLog => crate::sample::access_log(&out, rows, seed)?,
+                SampleKind::ServerMetrics => crate::sample::server_metrics(&out, 12, rows, seed)?,
+                SampleKind::MachineUsage => crate::sample::machine_usage(&out, 8, rows, seed)?,
+                SampleKind::CityEvents => crate::sample::city_events(&out, rows, seed)?,
+            }
             println!(
-                "wrote {rows} task_events rows in {parts} files under {}",
+                "wrote the {kind:?} sample ({rows} rows) to {}",
                 out.display()
             );
             Ok(())
+        }
+    }
+}
+
+/// The bundled samples `generate-sample` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SampleKind {
+    /// W1/W2: Google cluster trace 2011 task_events (CSV parts, gzip).
+    TaskEvents,
+    /// W3: JSON web-log events.
+    WebLogs,
+    /// W3: an Apache combined access log.
+    AccessLog,
+    /// W4: server metrics in the coursework CSV layout (rows = minutes).
+    ServerMetrics,
+    /// W4: Alibaba 2018 machine_usage layout (rows = minutes per machine).
+    MachineUsage,
+    /// W5: JSON city events.
+    CityEvents,
+}
+
+impl SampleKind {
+    /// Where the repository keeps it, and its size there.
+    fn defaults(self) -> (&'static str, usize) {
+        match self {
+            SampleKind::TaskEvents => ("datasets/google-2011-sample/task_events", 120_000),
+            SampleKind::WebLogs => ("datasets/web-logs-sample/events.jsonl.gz", 40_000),
+            SampleKind::AccessLog => ("datasets/web-logs-sample/access.log.gz", 6_000),
+            SampleKind::ServerMetrics => ("datasets/server-metrics-sample/metrics.csv", 60),
+            SampleKind::MachineUsage => ("datasets/server-metrics-sample/machine_usage.csv", 180),
+            SampleKind::CityEvents => ("datasets/city-events-sample/events.jsonl.gz", 20_000),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{ColumnType, PipelineConfig, PipelinesFile};
+use super::{ColumnType, Format, PipelineConfig, PipelinesFile, SourceConfig};
 use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
 
 /// A parsed and checked configuration with the text of every SQL file.
@@ -235,18 +235,16 @@ fn check_pipeline(
             ),
             _ => {}
         }
-        if let Some(name) = source
-            .kafka
-            .as_ref()
-            .and_then(|k| k.timestamp_column.as_ref())
-            && source.columns.iter().any(|c| &c.name == name)
-        {
-            report(
-                "timestamp_column:",
-                format!("timestamp_column `{name}` is also a declared column"),
-                "give the Kafka timestamp column a name of its own",
-            );
+        for name in source.added_columns() {
+            if source.columns.iter().any(|c| &c.name == name) {
+                report(
+                    &format!(": {name}"),
+                    format!("added column `{name}` is also a declared column"),
+                    "give the timestamp or processing-time column a name of its own",
+                );
+            }
         }
+        check_text_formats(source, &mut report);
         if source.batch_rows() == 0 {
             report(
                 "batch_rows:",
@@ -271,16 +269,14 @@ fn check_pipeline(
                 );
             }
         }
-        let timestamp_column = source
-            .kafka
-            .as_ref()
-            .and_then(|k| k.timestamp_column.as_ref());
         match source
             .columns
             .iter()
             .find(|c| c.name == source.event_time.column)
         {
-            None if timestamp_column == Some(&source.event_time.column) => {}
+            None if source
+                .added_columns()
+                .any(|c| *c == source.event_time.column) => {}
             None => report(
                 "event_time:",
                 format!(
@@ -321,6 +317,85 @@ fn check_pipeline(
                 &format!("name: {}", query.name),
                 format!("query name `{}` is already a table name", query.name),
                 "give every query and source a unique name",
+            );
+        }
+    }
+}
+
+/// `format: regex` needs a `regex` whose named groups are the columns; a
+/// column `format` is a valid strftime pattern on a timestamp column.
+fn check_text_formats(source: &SourceConfig, report: &mut impl FnMut(&str, String, &str)) {
+    let name = &source.name;
+    match (&source.format, &source.regex) {
+        (Format::Regex, None) => report(
+            "format: regex",
+            format!("source `{name}` has `format: regex` but no `regex`"),
+            "add `regex:` with a named group per column, e.g. `^(?P<ip>\\S+) ...`",
+        ),
+        (Format::Regex, Some(pattern)) => match regex::Regex::new(pattern) {
+            Err(e) => report(
+                "regex:",
+                format!("source `{name}`: invalid regex: {e}"),
+                "fix the pattern (Rust regex syntax; single-quote it in YAML)",
+            ),
+            Ok(regex) => {
+                let groups: Vec<&str> = regex.capture_names().flatten().collect();
+                for column in &source.columns {
+                    if !groups.contains(&column.name.as_str()) {
+                        report(
+                            "regex:",
+                            format!(
+                                "source `{name}`: column `{}` has no named group in the regex",
+                                column.name
+                            ),
+                            &format!(
+                                "add `(?P<{}>...)` to the regex; its groups are: {}",
+                                column.name,
+                                groups.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        },
+        (_, Some(_)) => report(
+            "regex:",
+            format!(
+                "source `{name}` has a `regex` but `format: {:?}`",
+                source.format
+            )
+            .to_lowercase(),
+            "set `format: regex`, or remove `regex`",
+        ),
+        (_, None) => {}
+    }
+    for column in &source.columns {
+        let Some(format) = &column.format else {
+            continue;
+        };
+        let needle = format!("name: {}", column.name);
+        if column.column_type != ColumnType::Timestamp {
+            report(
+                &needle,
+                format!(
+                    "column `{}` has a `format` but is not a timestamp",
+                    column.name
+                ),
+                "declare it `type: timestamp`, or remove `format`",
+            );
+        }
+        let items = chrono::format::StrftimeItems::new(format);
+        if items
+            .clone()
+            .any(|i| matches!(i, chrono::format::Item::Error))
+        {
+            report(
+                &needle,
+                format!(
+                    "column `{}`: `{format}` is not a valid strftime format",
+                    column.name
+                ),
+                "use chrono's strftime specifiers, e.g. `%d/%b/%Y:%H:%M:%S %z` or `%H:%M:%S`",
             );
         }
     }

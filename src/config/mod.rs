@@ -43,6 +43,10 @@ pub struct PipelineConfig {
     /// Where state and source positions are checkpointed at every commit.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Values for the `$name` placeholders of the queries' SQL (thresholds
+    /// and other constants an analyst tunes without editing SQL).
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// Checkpoints: one per commit epoch, the newest `retain` kept.
@@ -95,25 +99,39 @@ pub struct SourceConfig {
     pub watermark_delay: Duration,
     #[serde(default)]
     pub csv: CsvOptions,
+    /// For `format: regex`: a pattern with one named group per column,
+    /// `(?P<column>...)`; a group that does not take part makes a NULL.
+    pub regex: Option<String>,
+    /// Adds the wall-clock time each row was read (UTC ms) as a `timestamp`
+    /// column of this name: processing time, for lag measurements.
+    pub processing_time_column: Option<String>,
 }
 
 impl SourceConfig {
     /// The Arrow schema of the source's rows: the declared columns, then the
-    /// Kafka message timestamp when `kafka.timestamp_column` asks for it.
+    /// Kafka message timestamp when `kafka.timestamp_column` asks for it,
+    /// then the processing time when `processing_time_column` does.
     pub fn schema(&self) -> SchemaRef {
         let mut fields: Vec<Field> = self
             .columns
             .iter()
             .map(|c| Field::new(&c.name, c.column_type.data_type(), true))
             .collect();
-        if let Some(name) = self
-            .kafka
-            .as_ref()
-            .and_then(|k| k.timestamp_column.as_ref())
-        {
+        for name in self.added_columns() {
             fields.push(Field::new(name, ColumnType::Timestamp.data_type(), true));
         }
         Arc::new(Schema::new(fields))
+    }
+
+    /// The columns the source adds after the declared ones.
+    pub fn added_columns(&self) -> impl Iterator<Item = &String> {
+        let kafka = self
+            .kafka
+            .as_ref()
+            .and_then(|k| k.timestamp_column.as_ref());
+        kafka
+            .into_iter()
+            .chain(self.processing_time_column.as_ref())
     }
 
     /// Rows per micro-batch, whichever the source.
@@ -131,6 +149,8 @@ impl SourceConfig {
 pub enum Format {
     Csv,
     Json,
+    /// Text lines matched by the source's `regex` (web server logs and the like).
+    Regex,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +252,10 @@ pub struct ColumnConfig {
     pub name: String,
     #[serde(rename = "type")]
     pub column_type: ColumnType,
+    /// For a `timestamp` column written otherwise than ISO 8601: a chrono
+    /// `strftime` pattern, e.g. `%d/%b/%Y:%H:%M:%S %z` (Apache logs) or
+    /// `%H:%M:%S` (a time of day, taken on 1970-01-01 UTC).
+    pub format: Option<String>,
 }
 
 /// Column types an analyst can declare, with the names SQL users know.

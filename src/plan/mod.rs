@@ -3,10 +3,12 @@
 //! on each micro-batch, our stateful window operator, and the part run on the
 //! rows the operator emits.
 
+mod over;
 mod query;
 mod slot;
 mod window_sql;
 
+pub use over::{HistorySpec, OverPlan};
 pub use query::{QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan, with_window_columns};
 pub use slot::BatchSlot;
 pub use window_sql::WindowCall;

@@ -1,11 +1,12 @@
 //! Planning one query and splitting its plan at the windowed aggregate.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::Dialect;
 use datafusion::error::DataFusionError;
@@ -19,6 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
 use super::locate_word;
+use super::over::{OverPlan, has_window_functions, split_over};
 use super::slot::BatchSlot;
 use super::window_sql::{WindowCall, rewrite_window};
 use crate::config::EmitMode;
@@ -39,8 +41,9 @@ pub enum TableRole {
     Source { event_time: String },
     /// A source's late rows.
     Late,
-    /// Another query's results.
-    Query,
+    /// Another query's results; `updates` when a window can appear in them
+    /// more than once (an `emit: update` query, or a query reading one).
+    Query { updates: bool },
 }
 
 /// How a planned query runs.
@@ -49,6 +52,8 @@ pub enum QueryShape {
     Stateless { plan: Arc<dyn ExecutionPlan> },
     /// A windowed aggregate, split around the window operator.
     Windowed(Box<WindowedPlan>),
+    /// Window functions over a key's earlier rows, split around its history.
+    Over(Box<OverPlan>),
 }
 
 /// `pre` runs on each micro-batch and feeds the window operator; `post` runs
@@ -142,6 +147,7 @@ impl QueryPlan {
         sql: &str,
         emit: EmitMode,
         tables: &[TableDef],
+        params: &BTreeMap<String, serde_yaml::Value>,
     ) -> Result<Self> {
         let file_name = file.display().to_string();
         let ctx = new_context();
@@ -184,6 +190,7 @@ impl QueryPlan {
                 "tables are the sources, `<source>_late` and earlier queries of the pipeline",
             )
         })?;
+        let logical = bind_params(&file_name, sql, logical, params)?;
         let read = tables_read(&logical)?;
         let input = match read.len() {
             1 => read.into_iter().next().unwrap_or_default(),
@@ -238,6 +245,46 @@ impl QueryPlan {
                 }
             }
         }
+        if call.is_none() && has_window_functions(&logical)? {
+            let over_input = |message: String, fix: &str| -> StreamSqlError {
+                let (line, column) = locate_word(sql, &input).unwrap_or((1, 1));
+                Diagnostic::new(&file_name, Some(line), message)
+                    .at_column(Some(column))
+                    .with_fix(fix)
+                    .into()
+            };
+            match &table.role {
+                TableRole::Query { updates: false } => {}
+                TableRole::Query { updates: true } => {
+                    return Err(over_input(
+                        format!(
+                            "window functions need each window of `{input}` once, but it emits updates"
+                        ),
+                        "set `emit: final` on the upstream windowed query",
+                    ));
+                }
+                _ => {
+                    return Err(over_input(
+                        format!(
+                            "window functions (OVER) read a key's earlier window results; `{input}` is a stream of events"
+                        ),
+                        "aggregate the events in a windowed query first, and use OVER in a query that selects from it",
+                    ));
+                }
+            }
+            let over = split_over(&file_name, sql, &state, logical).await?;
+            let output_schema = over.post.schema();
+            return Ok(Self {
+                name: name.to_string(),
+                emit,
+                input,
+                input_slot,
+                input_schema,
+                shape: QueryShape::Over(Box::new(over)),
+                output_schema,
+                task_ctx: ctx.task_ctx(),
+            });
+        }
         let physical = state.create_physical_plan(&logical).await?;
         let task_ctx = ctx.task_ctx();
         let output_schema = physical.schema();
@@ -285,6 +332,25 @@ impl QueryPlan {
                     &displayable(plan.as_ref()).indent(true).to_string(),
                 ));
             }
+            QueryShape::Over(over) => {
+                let OverPlan {
+                    pre, history, post, ..
+                } = over.as_ref();
+                let schema = pre.schema();
+                let name = |i: &usize| schema.field(*i).name().clone();
+                out.push_str("  per micro-batch, on the new rows:\n");
+                out.push_str(&indent(&displayable(pre.as_ref()).indent(true).to_string()));
+                out.push_str(&format!(
+                    "  key history: the newest {} rows per [{}], ordered by {}\n",
+                    history.depth,
+                    history.keys.iter().map(name).collect::<Vec<_>>().join(", "),
+                    name(&history.order)
+                ));
+                out.push_str("  over history + new rows (new rows kept):\n");
+                out.push_str(&indent(
+                    &displayable(post.as_ref()).indent(true).to_string(),
+                ));
+            }
             QueryShape::Windowed(windowed) => {
                 let WindowedPlan {
                     call,
@@ -312,6 +378,77 @@ impl QueryPlan {
         }
         out
     }
+}
+
+/// Replaces the `$name` placeholders of the SQL with the pipeline's
+/// `params`, converted to the type the SQL expects where it implies one.
+fn bind_params(
+    file: &str,
+    sql: &str,
+    plan: LogicalPlan,
+    params: &BTreeMap<String, serde_yaml::Value>,
+) -> Result<LogicalPlan> {
+    let wanted = plan.get_parameter_types()?;
+    if wanted.is_empty() {
+        return Ok(plan);
+    }
+    let mut values = Vec::new();
+    let mut problems = Vec::new();
+    for (id, data_type) in &wanted {
+        let name = id.trim_start_matches('$');
+        let (line, column) = locate_word(sql, name).unwrap_or((1, 1));
+        let at = Diagnostic::new(file, Some(line), String::new())
+            .at_column(Some(column.saturating_sub(1).max(1)));
+        let scalar = match params.get(name) {
+            Some(serde_yaml::Value::Bool(b)) => ScalarValue::Boolean(Some(*b)),
+            Some(serde_yaml::Value::Number(n)) if n.is_i64() => ScalarValue::Int64(n.as_i64()),
+            Some(serde_yaml::Value::Number(n)) => ScalarValue::Float64(n.as_f64()),
+            Some(serde_yaml::Value::String(s)) => ScalarValue::Utf8(Some(s.clone())),
+            Some(other) => {
+                problems.push(Diagnostic {
+                    message: format!(
+                        "parameter `{id}` is {other:?}, not a number, string or boolean"
+                    ),
+                    fix: format!(
+                        "give `params: {{ {name}: ... }}` a single value in pipelines.yaml"
+                    ),
+                    ..at
+                });
+                continue;
+            }
+            None => {
+                let known: Vec<&str> = params.keys().map(String::as_str).collect();
+                problems.push(Diagnostic {
+                    message: format!("parameter `{id}` has no value"),
+                    fix: format!(
+                        "declare it under the pipeline's `params:` in pipelines.yaml (declared: {})",
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ),
+                    ..at
+                });
+                continue;
+            }
+        };
+        let scalar = match data_type {
+            Some(t) => match scalar.cast_to(t) {
+                Ok(cast) => cast,
+                Err(_) => {
+                    problems.push(Diagnostic {
+                        message: format!("parameter `{id}` = {scalar} does not fit the {t} the SQL compares it with"),
+                        fix: format!("give `{name}` a value of type {t}"),
+                        ..at
+                    });
+                    continue;
+                }
+            },
+            None => scalar,
+        };
+        values.push((name.to_string(), scalar));
+    }
+    if !problems.is_empty() {
+        return Err(StreamSqlError::Invalid(crate::error::Diagnostics(problems)));
+    }
+    Ok(plan.with_param_values(values)?)
 }
 
 fn indent(text: &str) -> String {

@@ -25,6 +25,11 @@ impl BatchSlot {
         }
     }
 
+    /// The rows' schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     pub fn fill(&self, batches: Vec<RecordBatch>) {
         // A poisoned lock only means another thread panicked mid-fill; the
         // data is replaced wholesale, so reusing it is sound.

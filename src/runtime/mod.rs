@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::config::{LoadedConfig, PipelineConfig};
+use crate::config::{EmitMode, LoadedConfig, PipelineConfig};
 use crate::error::{Diagnostics, Result, StreamSqlError};
-use crate::plan::{BatchSlot, QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan};
+use crate::history::KeyHistory;
+use crate::plan::{BatchSlot, OverPlan, QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan};
 use crate::sink::{self, DeadLetterSink, ParquetSink, Sink};
-use crate::source::{Source, SourceBatch, SourcePosition};
-use crate::state::{CheckpointStore, Manifest, QueryCheckpoint, SourceCheckpoint};
+use crate::source::{InlineBatch, Source, SourceBatch, SourcePosition};
+use crate::state::{CheckpointStore, Manifest, QueryCheckpoint, QueryState, SourceCheckpoint};
 use crate::window::{WindowOperator, WindowSpec};
 pub use progress::{CheckpointStats, Restored, Summary};
 
@@ -47,13 +48,30 @@ pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<Vec<Quer
     let mut problems = Vec::new();
     for query in &pipeline.queries {
         let (path, sql) = loaded.sql_of(name, &query.name);
-        match QueryPlan::build(&query.name, path, sql, query.emit, &tables).await {
+        match QueryPlan::build(
+            &query.name,
+            path,
+            sql,
+            query.emit,
+            &tables,
+            &pipeline.params,
+        )
+        .await
+        {
             Ok(plan) => {
                 problems.extend(sink::check_settings(loaded, name, query, &plan));
+                // A window appears more than once in an update query's
+                // results, and in those of any query reading them.
+                let updates = match &plan.shape {
+                    QueryShape::Windowed(_) => plan.emit == EmitMode::Update,
+                    _ => tables.iter().any(|t| {
+                        t.name == plan.input && t.role == TableRole::Query { updates: true }
+                    }),
+                };
                 tables.push(TableDef {
                     name: query.name.clone(),
                     schema: Arc::clone(&plan.output_schema),
-                    role: TableRole::Query,
+                    role: TableRole::Query { updates },
                 });
                 plans.push(plan);
             }
@@ -79,6 +97,8 @@ pub struct RunOptions {
     /// Stop after this many micro-batches, with a checkpoint, without
     /// closing the open windows: the next run continues from there.
     pub stop_after_batches: Option<u64>,
+    /// Rows to read instead of the declared inputs, by source (golden tests).
+    pub inline_sources: HashMap<String, Vec<InlineBatch>>,
 }
 
 struct SourceRuntime {
@@ -97,8 +117,21 @@ struct QueryRuntime {
     plan: QueryPlan,
     /// Index of the source it windows, with the operator.
     window: Option<(usize, WindowOperator)>,
+    /// For window functions: each key's earlier rows.
+    history: Option<KeyHistory>,
     sinks: Vec<Sink>,
     rows_out: u64,
+}
+
+impl QueryRuntime {
+    /// What the query keeps between micro-batches, if anything.
+    fn state(&mut self) -> Option<&mut dyn QueryState> {
+        match (&mut self.window, &mut self.history) {
+            (Some((_, operator)), _) => Some(operator),
+            (None, Some(history)) => Some(history),
+            (None, None) => None,
+        }
+    }
 }
 
 pub struct Pipeline {
@@ -144,7 +177,13 @@ impl Pipeline {
             sources.push(SourceRuntime {
                 name: source.name.clone(),
                 delay: source.watermark_delay.as_millis() as i64,
-                input: Source::start(source, &loaded.base_dir, name, saved.position.as_ref())?,
+                input: Source::start(
+                    source,
+                    &loaded.base_dir,
+                    name,
+                    saved.position.as_ref(),
+                    options.inline_sources.get(&source.name),
+                )?,
                 position: saved.position,
                 watermark: saved.watermark,
                 late_sink: ParquetSink::create(
@@ -166,22 +205,32 @@ impl Pipeline {
                         .ok_or_else(|| {
                             StreamSqlError::Internal(format!("{} windows a non-source", plan.name))
                         })?;
-                    let mut operator =
+                    let operator =
                         WindowOperator::new(aggregate.clone(), &pre.schema(), plan.emit)?;
-                    if let Some(checkpoint) = &checkpoint {
-                        restore::window_state(loaded, name, checkpoint, &plan.name, &mut operator)?;
-                    }
                     Some((source, operator))
                 }
-                QueryShape::Stateless { .. } => None,
+                _ => None,
+            };
+            let history = match &plan.shape {
+                QueryShape::Over(over) => Some(KeyHistory::new(
+                    over.history.clone(),
+                    over.pre.schema(),
+                    Arc::clone(over.post_input.schema()),
+                )?),
+                _ => None,
             };
             let sinks = sink::start(loaded, name, query, &plan, &output_dir, keep_through).await?;
-            queries.push(QueryRuntime {
+            let mut runtime = QueryRuntime {
                 plan,
                 window,
+                history,
                 sinks,
                 rows_out: 0,
-            });
+            };
+            if let (Some(checkpoint), Some(state)) = (&checkpoint, runtime.state()) {
+                restore::query_state(loaded, name, checkpoint, &query.name, state)?;
+            }
+            queries.push(runtime);
         }
         let dead_letters = DeadLetterSink::create(&output_dir.join("dead_letters"), keep_through)?;
         let restored = checkpoint.map(|c| Restored {
@@ -311,9 +360,16 @@ impl Pipeline {
     }
 
     fn state_size(&self) -> (usize, usize) {
-        self.queries
+        let windows = self
+            .queries
             .iter()
-            .filter_map(|q| q.window.as_ref().map(|(_, op)| op.state_size()))
+            .filter_map(|q| q.window.as_ref().map(|(_, op)| op.state_size()));
+        let histories = self
+            .queries
+            .iter()
+            .filter_map(|q| q.history.as_ref().map(KeyHistory::size));
+        windows
+            .chain(histories)
             .fold((0, 0), |(k, b), (k2, b2)| (k + k2, b + b2))
     }
 
@@ -352,15 +408,16 @@ impl Pipeline {
         let mut queries = BTreeMap::new();
         let mut states = BTreeMap::new();
         for query in &mut self.queries {
-            if let Some((_, operator)) = &mut query.window {
+            let name = query.plan.name.clone();
+            if let Some(state) = query.state() {
                 let entry = QueryCheckpoint {
-                    signature: operator.signature().to_string(),
+                    signature: state.signature().to_string(),
                     file: None,
                     rows: 0,
                     bytes: 0,
                 };
-                queries.insert(query.plan.name.clone(), entry);
-                states.insert(query.plan.name.clone(), operator.snapshot()?);
+                states.insert(name.clone(), state.snapshot()?);
+                queries.insert(name, entry);
             }
         }
         let manifest = Manifest {
@@ -460,6 +517,35 @@ impl Pipeline {
                     }
                     None => continue,
                 },
+                (QueryShape::Over(over), _) => {
+                    match (streams.get(&query.plan.input), &mut query.history) {
+                        (Some(input), Some(history)) => {
+                            let OverPlan {
+                                pre,
+                                post_input,
+                                post,
+                                ..
+                            } = over.as_ref();
+                            let rows =
+                                run_plan(&query.plan.input_slot, input.clone(), pre, &query.plan)
+                                    .await?;
+                            let rows = concat_batches(&pre.schema(), &rows)?;
+                            if rows.num_rows() == 0 {
+                                continue;
+                            }
+                            let output = run_plan(
+                                post_input,
+                                vec![history.with_history(&rows)?],
+                                post,
+                                &query.plan,
+                            )
+                            .await?;
+                            history.remember(&rows)?;
+                            output
+                        }
+                        _ => continue,
+                    }
+                }
                 (QueryShape::Windowed(windowed), Some((s, operator))) if *s == index => {
                     let WindowedPlan {
                         pre,

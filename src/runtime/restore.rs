@@ -5,8 +5,7 @@ use std::path::Path;
 
 use crate::config::{LoadedConfig, PipelineConfig};
 use crate::error::{Diagnostic, Result, StreamSqlError};
-use crate::state::{Checkpoint, CheckpointStore, SourceCheckpoint};
-use crate::window::WindowOperator;
+use crate::state::{Checkpoint, CheckpointStore, QueryState, SourceCheckpoint};
 
 const FROM_SCRATCH: &str = "undo the change, or run with --from-scratch to drop the \
                             checkpoints and recompute from the start of the input";
@@ -67,13 +66,13 @@ pub fn source_state(
 }
 
 /// Loads query `query`'s state into `operator`, refusing state written by a
-/// query whose window, keys or aggregates differ.
-pub fn window_state(
+/// query whose window, keys, aggregates or history differ.
+pub fn query_state(
     loaded: &LoadedConfig,
     pipeline: &str,
     checkpoint: &Checkpoint,
     query: &str,
-    operator: &mut WindowOperator,
+    operator: &mut dyn QueryState,
 ) -> Result<()> {
     let sequence = checkpoint.manifest.sequence;
     let (sql_path, _) = loaded.sql_of(pipeline, query);
@@ -84,8 +83,8 @@ pub fn window_state(
     };
     let Some(saved) = checkpoint.manifest.queries.get(query) else {
         return Err(refuse(format!(
-            "query `{query}` keeps window state, but checkpoint {sequence} has none for it \
-             (it was added, renamed or made windowed since)"
+            "query `{query}` keeps state, but checkpoint {sequence} has none for it \
+             (it was added, renamed or made stateful since)"
         )));
     };
     if saved.signature != operator.signature() {

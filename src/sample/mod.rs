@@ -24,6 +24,309 @@ impl Random {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A sample file being written (gzip when its name ends in `.gz`).
+struct SampleFile {
+    path: std::path::PathBuf,
+    out: Box<dyn Write>,
+}
+
+impl SampleFile {
+    fn create(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StreamSqlError::io(format!("cannot create {}", dir.display()), e))?;
+        }
+        let file = std::fs::File::create(path)
+            .map_err(|e| StreamSqlError::io(format!("cannot create {}", path.display()), e))?;
+        let buffered = std::io::BufWriter::new(file);
+        let out: Box<dyn Write> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(GzEncoder::new(buffered, Compression::best()))
+        } else {
+            Box::new(buffered)
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            out,
+        })
+    }
+
+    fn line(&mut self, text: &str) -> Result<()> {
+        writeln!(self.out, "{text}")
+            .map_err(|e| StreamSqlError::io(format!("cannot write {}", self.path.display()), e))
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| StreamSqlError::io(format!("cannot write {}", self.path.display()), e))
+    }
+}
+
+/// UTC milliseconds as ISO 8601 with milliseconds.
+fn iso(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// 2025-10-13T10:00:00Z, where the W3 and W5 samples start.
+const SAMPLE_START_MS: i64 = 1_760_349_600_000;
+
+/// W3 (seed 002): JSON web-log events, two hours of six services. Planted
+/// for the rules: a DDoS burst (one IP, 400 requests in a minute, 2 users),
+/// an error-rate spike of `payments`, a slow `search` minute; events up to
+/// 20 s out of order, a few hours-old late events, two malformed lines.
+pub fn web_logs(path: &Path, rows: usize, seed: u64) -> Result<()> {
+    let mut random = Random(seed);
+    let services = ["auth", "catalog", "search", "cart", "payments", "profile"];
+    let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG"];
+    let ips: Vec<String> = (0..300)
+        .map(|_| {
+            format!(
+                "10.{}.{}.{}",
+                random.below(256),
+                random.below(256),
+                1 + random.below(254)
+            )
+        })
+        .collect();
+    let mut out = SampleFile::create(path)?;
+    let span_ms = 2 * 3_600_000;
+    for i in 0..rows {
+        let mut time = SAMPLE_START_MS + (i as i64 * span_ms) / rows as i64;
+        time -= random.below(20_000) as i64;
+        let minute = (time - SAMPLE_START_MS) / 60_000;
+        let mut service = *random.pick(&services);
+        let mut ip = random.pick(&ips).clone();
+        let mut user = format!("u{:04}", random.below(800));
+        // Minute 50: one address floods the site with two user ids.
+        if minute == 50 && random.below(2) == 0 {
+            ip = "203.0.113.66".into();
+            user = format!("u{:04}", 7 + random.below(2));
+        }
+        let error_share = if service == "payments" && (80..83).contains(&minute) {
+            45
+        } else {
+            3
+        };
+        let status = if random.below(100) < error_share {
+            *random.pick(&[500, 502, 503, 404, 401])
+        } else {
+            *random.pick(&[200, 200, 200, 201, 204, 304])
+        };
+        let mut response_time = 0.05 + random.unit() * 0.25;
+        if service == "search" && minute == 95 {
+            response_time += 2.0;
+        }
+        if i % 5000 == 4999 {
+            time -= 3 * 3_600_000; // late: hours behind the stream
+            service = "auth";
+        }
+        let level = if status >= 500 {
+            "ERROR"
+        } else {
+            *random.pick(&levels)
+        };
+        out.line(&format!(
+            r#"{{"timestamp":"{}","level":"{level}","service":"{service}","message":"{} {}","ip_address":"{ip}","user_id":"{user}","request_id":"r{i:07}","response_time":{response_time:.4},"status_code":{status}}}"#,
+            iso(time),
+            random.pick(&["GET", "POST"]),
+            random.pick(&["/", "/api/items", "/api/login", "/api/pay", "/api/search"]),
+        ))?;
+        if i == rows / 3 {
+            out.line(r#"{"timestamp":"2025-10-13T10:40:00Z","service":"cart","status_code":"#)?;
+        }
+        if i == 2 * rows / 3 {
+            out.line(r#"{"level":"INFO","service":"cart","status_code":200,"response_time":0.1}"#)?;
+        }
+    }
+    out.finish()
+}
+
+/// W3 on a real server's log format: Apache "combined" lines, seconds
+/// shuffled within each minute (as in real logs), `-` for empty bodies, one
+/// line cut short.
+pub fn access_log(path: &Path, rows: usize, seed: u64) -> Result<()> {
+    let mut random = Random(seed);
+    let ips: Vec<String> = (0..200)
+        .map(|_| format!("192.0.{}.{}", random.below(3), 1 + random.below(254)))
+        .collect();
+    let pages = [
+        "/",
+        "/index.html",
+        "/blog/",
+        "/images/logo.png",
+        "/feed.xml",
+        "/missing",
+    ];
+    let agents = [
+        "Mozilla/5.0 (X11; Linux x86_64)",
+        "curl/8.5.0",
+        "Googlebot/2.1",
+    ];
+    let mut out = SampleFile::create(path)?;
+    // 2015-05-17T10:05:00Z, like the log the format comes from.
+    let start = 1_431_857_100_000i64;
+    for i in 0..rows {
+        let minute = (i as i64 * 240) / rows as i64;
+        let time = start + minute * 60_000 + random.below(60) as i64 * 1000;
+        let stamp = chrono::DateTime::from_timestamp_millis(time)
+            .map(|t| t.format("%d/%b/%Y:%H:%M:%S +0000").to_string())
+            .unwrap_or_default();
+        let ip = random.pick(&ips);
+        let page = *random.pick(&pages);
+        let status = match page {
+            "/missing" => 404,
+            _ if minute == 150 && random.below(3) == 0 => 500,
+            _ => *random.pick(&[200, 200, 200, 304]),
+        };
+        let bytes = if status == 304 {
+            "-".to_string()
+        } else {
+            (200 + random.below(90_000)).to_string()
+        };
+        let agent = random.pick(&agents);
+        let line =
+            format!(r#"{ip} - - [{stamp}] "GET {page} HTTP/1.1" {status} {bytes} "-" "{agent}""#);
+        if i == rows / 3 {
+            // One client fetching the feed 150 times in a minute.
+            for _ in 0..150 {
+                out.line(&format!(r#"198.51.100.7 - - [{stamp}] "GET /feed.xml HTTP/1.1" 200 5120 "-" "feedbot/1.0""#))?;
+            }
+        }
+        if i == rows / 2 {
+            // Cut short, like line 8899 of the real log.
+            out.line(&line[..line.len() - 12])?;
+        } else {
+            out.line(&line)?;
+        }
+    }
+    out.finish()
+}
+
+/// W4 (seed 003), in the coursework dataset's layout: `ts,server_id,cpu_pct,
+/// mem_pct,net_in,net_out,disk_io` with a time of day, every server every
+/// 5 s; CPU, memory, network and disk spikes planted on some servers.
+pub fn server_metrics(path: &Path, servers: usize, minutes: usize, seed: u64) -> Result<()> {
+    let mut random = Random(seed);
+    let mut out = SampleFile::create(path)?;
+    out.line("ts,server_id,cpu_pct,mem_pct,net_in,net_out,disk_io")?;
+    let start = 20 * 3600 + 53 * 60;
+    for step in 0..minutes * 12 {
+        let seconds = start + step * 5;
+        let ts = format!(
+            "{:02}:{:02}:{:02}",
+            seconds / 3600 % 24,
+            seconds / 60 % 60,
+            seconds % 60
+        );
+        let minute = step / 12;
+        for s in 1..=servers {
+            let spike = |every: usize| (minute + s) % every == 0;
+            let cpu = if spike(17) {
+                85.0 + random.unit() * 14.0
+            } else {
+                20.0 + random.unit() * 50.0
+            };
+            let mem = if spike(23) {
+                90.0 + random.unit() * 9.0
+            } else {
+                30.0 + random.unit() * 45.0
+            };
+            let net_in = if spike(29) {
+                6500.0 + random.unit() * 3000.0
+            } else {
+                500.0 + random.unit() * 3500.0
+            };
+            let disk = if spike(31) {
+                1900.0 + random.unit() * 900.0
+            } else {
+                20.0 + random.unit() * 900.0
+            };
+            out.line(&format!(
+                "{ts},server_{s},{cpu:.2},{mem:.2},{net_in:.2},{:.2},{disk:.2}",
+                net_in * (0.8 + random.unit() * 0.4)
+            ))?;
+        }
+    }
+    out.finish()
+}
+
+/// W4 on measured data's layout: Alibaba cluster-trace-v2018
+/// `machine_usage` (machine_id, time_stamp in s, cpu, mem, mem_gps, mkpi,
+/// net_in, net_out, disk_io percent; no header), grouped by machine like
+/// the real sample, with the trace's -1/101 markers for invalid disk readings.
+pub fn machine_usage(path: &Path, machines: usize, minutes: usize, seed: u64) -> Result<()> {
+    let mut random = Random(seed);
+    let mut out = SampleFile::create(path)?;
+    for m in 0..machines {
+        let mut time = 386_640 + random.below(20);
+        let mut cpu = 30.0 + random.unit() * 30.0;
+        while time < 386_640 + minutes as u64 * 60 {
+            // Measured load drifts (unlike the coursework's random draws).
+            cpu = (cpu + (random.unit() - 0.5) * 12.0).clamp(1.0, 99.0);
+            let mem = 85.0 + random.unit() * 10.0;
+            let disk = match random.below(500) {
+                0 => -1,
+                1 => 101,
+                _ => 2 + random.below(60) as i64,
+            };
+            out.line(&format!(
+                "m_{},{time},{:.0},{:.0},,,{:.2},{:.2},{disk}",
+                1932 + m,
+                cpu,
+                mem,
+                20.0 + random.unit() * 70.0,
+                20.0 + random.unit() * 60.0
+            ))?;
+            time += 10 + random.below(20);
+        }
+    }
+    out.finish()
+}
+
+/// W5 (seed 004): JSON city events over three hours; a few arrive after
+/// the 10-minute watermark, one line is malformed.
+pub fn city_events(path: &Path, rows: usize, seed: u64) -> Result<()> {
+    let mut random = Random(seed);
+    let cities = [
+        "NYC", "LA", "Chicago", "Houston", "Phoenix", "Seattle", "Boston", "Denver",
+    ];
+    let types = ["traffic", "weather", "incident", "construction"];
+    let severities = ["low", "low", "medium", "medium", "high", "critical"];
+    let mut out = SampleFile::create(path)?;
+    let span_ms = 3 * 3_600_000;
+    for i in 0..rows {
+        let mut time =
+            SAMPLE_START_MS + (i as i64 * span_ms) / rows as i64 - random.below(120_000) as i64;
+        if i % 4000 == 3999 {
+            time -= 90 * 60_000; // an hour and a half behind: late
+        }
+        let city = *random.pick(&cities);
+        let kind = *random.pick(&types);
+        let severity = *random.pick(&severities);
+        out.line(&format!(
+            r#"{{"city":"{city}","event_type":"{kind}","severity":"{severity}","description":"{kind} report {i}","timestamp":"{}"}}"#,
+            iso(time)
+        ))?;
+        if i == rows / 2 {
+            out.line(
+                r#"{"city":"LA","event_type":"traffic","severity":"high","description":"no time"}"#,
+            )?;
+        }
+    }
+    out.finish()
 }
 
 /// Event types with the mix seen in the 2011 trace: SUBMIT, SCHEDULE, EVICT,
@@ -34,8 +337,6 @@ const EVENT_MIX: [(u8, u64); 7] = [(0, 30), (1, 29), (2, 3), (3, 6), (4, 24), (5
 /// (13 columns, no header, time in microseconds) with `rows` rows in all,
 /// time-ordered like the real trace but with up to 5 s of jitter.
 pub fn task_events(dir: &Path, rows: usize, parts: usize, seed: u64) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StreamSqlError::io(format!("cannot create {}", dir.display()), e))?;
     let mut random = Random(seed);
     let machines: Vec<u64> = (0..150)
         .map(|_| 1_000_000 + random.below(6_000_000_000))
@@ -50,9 +351,7 @@ pub fn task_events(dir: &Path, rows: usize, parts: usize, seed: u64) -> Result<(
     let per_part = rows.div_ceil(parts);
     for part in 0..parts {
         let path = dir.join(format!("part-{part:05}-of-{parts:05}.csv.gz"));
-        let file = std::fs::File::create(&path)
-            .map_err(|e| StreamSqlError::io(format!("cannot create {}", path.display()), e))?;
-        let mut out = GzEncoder::new(std::io::BufWriter::new(file), Compression::best());
+        let mut out = SampleFile::create(&path)?;
         for _ in 0..per_part.min(rows - part * per_part) {
             time += random.below(60_000);
             let jitter = random.below(5_000_000);
@@ -79,19 +378,15 @@ pub fn task_events(dir: &Path, rows: usize, parts: usize, seed: u64) -> Result<(
             let cpu = [0.0625, 0.125, 0.01562, 0.03125, 0.25][random.below(5) as usize];
             let memory = [0.0159, 0.03979, 0.07446, 0.1241][random.below(4) as usize];
             let disk = [0.0003862, 0.0000381, 0.0001154][random.below(3) as usize];
-            writeln!(
-                out,
+            out.line(&format!(
                 "{event_time},{missing},{job},{},{machine},{event_type},{user},{},{},{cpu},{memory},{disk},{}",
                 random.below(2000),
                 random.below(4),
                 random.below(12),
                 random.below(2)
-            )
-            .map_err(|e| StreamSqlError::io(format!("cannot write {}", path.display()), e))?;
+            ))?;
         }
-        out.finish()
-            .and_then(|mut w| w.flush())
-            .map_err(|e| StreamSqlError::io(format!("cannot write {}", path.display()), e))?;
+        out.finish()?;
     }
     Ok(())
 }

@@ -1,32 +1,46 @@
-//! CSV and JSON lines into typed RecordBatches (arrow-csv, arrow-json).
+//! CSV, JSON and regex-matched lines into typed RecordBatches (arrow-csv,
+//! arrow-json, regex).
 //!
 //! A whole micro-batch is decoded in one call; only when that fails is it
 //! decoded line by line, so one bad line costs its own dead letter and no
-//! good row is lost.
+//! good row is lost. Each format first yields its "text schema" (the declared
+//! types, except that timestamps with a `format` and every column of a regex
+//! source are text); [`Decoder::typed`] then turns text into declared types.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringBuilder,
+    TimestampMillisecondArray,
 };
+use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, is_not_null};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::{csv, json};
+use regex::Regex;
 
 use super::{DeadLetter, RawRecord, SourceBatch, SourcePosition};
 use crate::config::{EventTimeUnit, Format, SourceConfig};
-use crate::error::Result;
+use crate::error::{Result, StreamSqlError};
 
 pub struct Decoder {
     source: String,
     format: Format,
     delimiter: u8,
+    /// For `format: regex`: the pattern and, per column, its group index.
+    regex: Option<(Regex, Vec<usize>)>,
+    /// What the format decoder yields (see the module comment).
+    text_schema: SchemaRef,
+    /// Per declared column, its timestamp `format` when it has one.
+    timestamp_formats: Vec<Option<String>>,
     /// The declared columns: what a record holds.
     record_schema: SchemaRef,
-    /// The rows produced: the record's columns, then the Kafka message
-    /// timestamp when the source adds it.
+    /// The rows produced: the record's columns, then the columns the source
+    /// adds (Kafka message timestamp, processing time).
     schema: SchemaRef,
+    kafka_timestamp: bool,
+    processing_time: bool,
     event_time_index: usize,
     event_time_unit: EventTimeUnit,
 }
@@ -37,12 +51,53 @@ impl Decoder {
         let event_time_index = schema.index_of(&config.event_time.column)?;
         let record_schema =
             Arc::new(schema.project(&(0..config.columns.len()).collect::<Vec<_>>())?);
+        let regex = match (&config.format, &config.regex) {
+            (Format::Regex, Some(pattern)) => {
+                let regex = Regex::new(pattern)
+                    .map_err(|e| StreamSqlError::Internal(format!("regex passed checks: {e}")))?;
+                let groups = config
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        regex
+                            .capture_names()
+                            .position(|n| n == Some(c.name.as_str()))
+                    })
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| StreamSqlError::Internal("regex groups passed checks".into()))?;
+                Some((regex, groups))
+            }
+            _ => None,
+        };
+        let text_schema = Arc::new(Schema::new(
+            config
+                .columns
+                .iter()
+                .map(|c| {
+                    let text = regex.is_some() || c.format.is_some();
+                    let data_type = if text {
+                        DataType::Utf8
+                    } else {
+                        c.column_type.data_type()
+                    };
+                    Field::new(&c.name, data_type, true)
+                })
+                .collect::<Vec<_>>(),
+        ));
         Ok(Self {
             source: config.name.clone(),
             format: config.format,
             delimiter: config.csv.delimiter as u8,
+            regex,
+            text_schema,
+            timestamp_formats: config.columns.iter().map(|c| c.format.clone()).collect(),
             record_schema,
             schema,
+            kafka_timestamp: config
+                .kafka
+                .as_ref()
+                .is_some_and(|k| k.timestamp_column.is_some()),
+            processing_time: config.processing_time_column.is_some(),
             event_time_index,
             event_time_unit: config.event_time.unit,
         })
@@ -55,22 +110,56 @@ impl Decoder {
 
     fn decode_bytes(&self, bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
         let rows = bytes.iter().filter(|b| **b == b'\n').count() + 1;
-        match self.format {
-            Format::Csv => {
-                let mut decoder = csv::ReaderBuilder::new(Arc::clone(&self.record_schema))
+        let schema = &self.text_schema;
+        let text = match (&self.format, &self.regex) {
+            (Format::Csv, _) => {
+                let mut decoder = csv::ReaderBuilder::new(Arc::clone(schema))
                     .with_delimiter(self.delimiter)
                     .with_batch_size(rows)
                     .build_decoder();
-                decode_all(bytes, &mut decoder, &self.record_schema)
+                decode_all(bytes, &mut decoder, schema)?
             }
-            Format::Json => {
-                let mut decoder = json::ReaderBuilder::new(Arc::clone(&self.record_schema))
+            (Format::Json, _) => {
+                let mut decoder = json::ReaderBuilder::new(Arc::clone(schema))
                     .with_batch_size(rows)
                     .with_strict_mode(false)
                     .build_decoder()?;
-                decode_all(bytes, &mut decoder, &self.record_schema)
+                decode_all(bytes, &mut decoder, schema)?
             }
+            (Format::Regex, Some((regex, groups))) => {
+                decode_regex(bytes, regex, groups, schema, rows)?
+            }
+            (Format::Regex, None) => {
+                return Err(ArrowError::InvalidArgumentError(
+                    "regex source without a regex".into(),
+                ));
+            }
+        };
+        self.typed(text)
+    }
+
+    /// Text columns to their declared types: timestamps by their `format`,
+    /// anything else by Arrow's cast, where a value that does not convert is
+    /// an error (the line goes to the dead letters) rather than a NULL.
+    fn typed(&self, text: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let strict = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let mut columns = Vec::with_capacity(text.num_columns());
+        for (i, field) in self.record_schema.fields().iter().enumerate() {
+            let column = text.column(i);
+            columns.push(match &self.timestamp_formats[i] {
+                Some(format) => parse_timestamps(column, format, field.name())?,
+                None if column.data_type() != field.data_type() => {
+                    cast_with_options(column, field.data_type(), &strict).map_err(|e| {
+                        ArrowError::ParseError(format!("column `{}`: {e}", field.name()))
+                    })?
+                }
+                None => Arc::clone(column),
+            });
         }
+        RecordBatch::try_new(Arc::clone(&self.record_schema), columns)
     }
 
     /// Decodes `bytes`: records each ending in `\n`, listed by `lines`.
@@ -114,11 +203,19 @@ impl Decoder {
                 (concat_batches(&self.record_schema, &good)?, row_lines)
             }
         };
-        let rows = if self.schema.fields().len() > self.record_schema.fields().len() {
-            let timestamps: TimestampMillisecondArray =
-                row_lines.iter().map(|&l| lines[l].timestamp).collect();
+        let rows = if self.kafka_timestamp || self.processing_time {
             let mut columns = rows.columns().to_vec();
-            columns.push(Arc::new(timestamps));
+            if self.kafka_timestamp {
+                let timestamps: TimestampMillisecondArray =
+                    row_lines.iter().map(|&l| lines[l].timestamp).collect();
+                columns.push(Arc::new(timestamps));
+            }
+            if self.processing_time {
+                let now = chrono::Utc::now().timestamp_millis();
+                columns.push(Arc::new(TimestampMillisecondArray::from(
+                    vec![now; rows.num_rows()],
+                )));
+            }
             RecordBatch::try_new(Arc::clone(&self.schema), columns)?
         } else {
             rows
@@ -179,6 +276,75 @@ fn event_time_millis(column: &ArrayRef, unit: EventTimeUnit) -> Result<Vec<i64>>
         "event time column of type {} passed config checks",
         column.data_type()
     )))
+}
+
+/// Matches each line of `bytes` against `regex`; column `c` is group
+/// `groups[c]` (NULL where the group takes no part in the match).
+fn decode_regex(
+    bytes: &[u8],
+    regex: &Regex,
+    groups: &[usize],
+    schema: &SchemaRef,
+    rows: usize,
+) -> Result<RecordBatch, ArrowError> {
+    let mut builders: Vec<StringBuilder> = groups
+        .iter()
+        .map(|_| StringBuilder::with_capacity(rows, bytes.len()))
+        .collect();
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ArrowError::ParseError(format!("not UTF-8 text: {e}")))?;
+    for line in text.strip_suffix('\n').unwrap_or(text).split('\n') {
+        let found = regex.captures(line).ok_or_else(|| {
+            ArrowError::ParseError("the line does not match the source's regex".into())
+        })?;
+        for (builder, group) in builders.iter_mut().zip(groups) {
+            builder.append_option(found.get(*group).map(|m| m.as_str()));
+        }
+    }
+    let columns: Vec<ArrayRef> = builders
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    RecordBatch::try_new(Arc::clone(schema), columns)
+}
+
+/// Parses text with a chrono `strftime` pattern into UTC milliseconds: a
+/// date-time with `%z` offset, else a naive date-time taken as UTC, else a
+/// time of day (on 1970-01-01), else a date (at midnight).
+fn parse_timestamps(column: &ArrayRef, format: &str, name: &str) -> Result<ArrayRef, ArrowError> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+    let parse = |text: &str| -> Option<i64> {
+        let text = text.trim();
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.timestamp_millis());
+        }
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+        if let Ok(t) = NaiveTime::parse_from_str(text, format) {
+            return Some(
+                i64::from(t.num_seconds_from_midnight()) * 1000
+                    + i64::from(t.nanosecond() / 1_000_000),
+            );
+        }
+        NaiveDate::parse_from_str(text, format)
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp_millis())
+    };
+    let text = column.as_string::<i32>();
+    let mut millis = Vec::with_capacity(text.len());
+    for value in text.iter() {
+        millis.push(match value {
+            None => None,
+            Some(v) => Some(parse(v).ok_or_else(|| {
+                ArrowError::ParseError(format!(
+                    "column `{name}`: `{v}` does not match the timestamp format `{format}`"
+                ))
+            })?),
+        });
+    }
+    Ok(Arc::new(TimestampMillisecondArray::from(millis)))
 }
 
 /// arrow-csv's and arrow-json's push decoders, behind one interface.

@@ -4,6 +4,7 @@
 //! plus the dead letters of the lines that could not be decoded.
 
 mod decode;
+mod inline;
 mod kafka;
 mod replay;
 
@@ -15,6 +16,7 @@ use datafusion::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 pub use decode::Decoder;
+pub use inline::{InlineBatch, InlineRows};
 pub use kafka::KafkaSource;
 pub use replay::{FileReplay, open_file};
 
@@ -82,16 +84,22 @@ pub struct SourceBatch {
 pub enum Source {
     Replay(FileReplay),
     Kafka(KafkaSource),
+    Inline(InlineRows),
 }
 
 impl Source {
-    /// Starts `config`'s source, resuming after `resume` when given.
+    /// Starts `config`'s source, resuming after `resume` when given; with
+    /// `inline` rows, reads those instead of the declared input.
     pub fn start(
         config: &crate::config::SourceConfig,
         base_dir: &std::path::Path,
         pipeline: &str,
         resume: Option<&SourcePosition>,
+        inline: Option<&Vec<InlineBatch>>,
     ) -> crate::error::Result<Self> {
+        if let Some(batches) = inline {
+            return Ok(Source::Inline(InlineRows::start(config, batches.clone())?));
+        }
         match (&config.replay, &config.kafka) {
             (_, Some(kafka)) => Ok(Source::Kafka(KafkaSource::start(
                 config, kafka, pipeline, resume,
@@ -111,6 +119,7 @@ impl Source {
         match self {
             Source::Replay(r) => r.next_batch().await,
             Source::Kafka(k) => k.next_batch().await,
+            Source::Inline(i) => i.next_batch(),
         }
     }
 

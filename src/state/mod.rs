@@ -11,3 +11,16 @@ mod store;
 
 pub use manifest::{FORMAT_VERSION, Manifest, QueryCheckpoint, SourceCheckpoint};
 pub use store::{Checkpoint, CheckpointStore};
+
+use datafusion::arrow::array::RecordBatch;
+
+/// What a stateful query keeps between micro-batches (window state, or a
+/// key history), as checkpoints see it.
+pub trait QueryState {
+    /// What the state means; a checkpoint restores only into the same.
+    fn signature(&self) -> &str;
+    /// The whole state as rows. Leaves the state as it was.
+    fn snapshot(&mut self) -> crate::Result<Vec<RecordBatch>>;
+    /// Loads rows written by `snapshot` into this (empty) state.
+    fn restore(&mut self, batches: &[RecordBatch]) -> crate::Result<()>;
+}

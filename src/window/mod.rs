@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 pub use aggregate::{GroupColumn, WindowedAggregate};
 use datafusion::arrow::row::RowConverter;
+pub(crate) use keys::KeyTable;
 pub use spec::WindowSpec;
 
 use crate::config::EmitMode;
@@ -53,34 +54,6 @@ impl WindowOperator {
             emit,
             state,
         })
-    }
-
-    /// What the state means (window, keys, aggregate states); checkpoints
-    /// record it and restore only into an operator with the same signature.
-    pub fn signature(&self) -> &str {
-        &self.signature
-    }
-
-    /// The whole state as rows, for a checkpoint. Leaves the state as it was.
-    pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
-        match &mut self.state {
-            State::Panes(p) => p.snapshot(&self.converter),
-            State::Sessions(s) => s.snapshot(&self.converter),
-        }
-    }
-
-    /// Loads state written by [`Self::snapshot`] into this (empty) operator.
-    pub fn restore(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        let Some(first) = batches.first() else {
-            return Ok(());
-        };
-        // A reader may split a pane's rows across batches: read them as one.
-        let batch = datafusion::arrow::compute::concat_batches(first.schema_ref(), batches)?;
-        let rows = self.aggregate.read_state_batch(&self.converter, &batch)?;
-        match &mut self.state {
-            State::Panes(p) => p.restore(&self.converter, rows),
-            State::Sessions(s) => s.restore(rows),
-        }
     }
 
     pub fn spec(&self) -> WindowSpec {
@@ -137,6 +110,33 @@ impl WindowOperator {
         match &self.state {
             State::Panes(p) => p.state_size(),
             State::Sessions(s) => s.state_size(),
+        }
+    }
+}
+
+impl crate::state::QueryState for WindowOperator {
+    /// The window, keys and aggregate states.
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        match &mut self.state {
+            State::Panes(p) => p.snapshot(&self.converter),
+            State::Sessions(s) => s.snapshot(&self.converter),
+        }
+    }
+
+    fn restore(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        // A reader may split a pane's rows across batches: read them as one.
+        let batch = datafusion::arrow::compute::concat_batches(first.schema_ref(), batches)?;
+        let rows = self.aggregate.read_state_batch(&self.converter, &batch)?;
+        match &mut self.state {
+            State::Panes(p) => p.restore(&self.converter, rows),
+            State::Sessions(s) => s.restore(rows),
         }
     }
 }

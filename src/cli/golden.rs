@@ -1,0 +1,340 @@
+//! `streamsql test`: golden tests for analysts, in the spirit of
+//! sqllogictest. A test file names a pipeline, gives each source's input
+//! lines (in the source's own format, cut into micro-batches, in arrival
+//! order, so late and out-of-order data can be written down) and the rows
+//! each output table must hold:
+//!
+//! ```text
+//! # comment
+//! pipeline server_monitoring
+//!
+//! input server_metrics
+//! 20:53:00,server_1,50.5,50.1,3951.9,4001.4,943.9
+//! batch
+//! 20:53:05,server_1,91.0,50.1,3951.9,4001.4,943.9
+//!
+//! expect server_alerts
+//! window_start | server_id | cpu_mem_alert
+//! 1970-01-01T20:53:20 | server_1 | CPU spike suspected
+//! ```
+//!
+//! The pipeline runs as declared (its SQL, params, watermarks), except that
+//! the inputs are the lines given, every micro-batch triggers `update`
+//! queries, sinks are Parquet in a temporary folder, and it starts from
+//! scratch. `expect` lists the columns to compare, then the rows in any order
+//! (compared sorted). `--update` rewrites the rows with what the run produced.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::config::{self, ParquetSinkConfig, SinkConfig};
+use crate::error::{Diagnostic, Result, StreamSqlError};
+use crate::runtime::{Pipeline, RunOptions};
+use crate::source::InlineBatch;
+
+/// One `expect` block: where it sits in the file, its columns and rows.
+struct Expectation {
+    table: String,
+    /// 0-based index of the `expect` line.
+    line: usize,
+    /// 0-based index of the first line after the block.
+    end: usize,
+    columns: Vec<String>,
+    rows: Vec<String>,
+}
+
+struct GoldenTest {
+    pipeline: String,
+    inputs: HashMap<String, Vec<InlineBatch>>,
+    expectations: Vec<Expectation>,
+}
+
+/// What running one test file found.
+pub struct Outcome {
+    pub file: PathBuf,
+    /// Per failing table: rows expected but missing, rows not expected.
+    pub failures: Vec<(String, Vec<String>, Vec<String>)>,
+}
+
+fn parse(file: &Path, text: &str) -> Result<GoldenTest> {
+    let name = file.display().to_string();
+    let bad = |line: usize, message: &str, fix: &str| -> StreamSqlError {
+        Diagnostic::new(&name, Some(line + 1), message)
+            .with_fix(fix)
+            .into()
+    };
+    let origin: Arc<str> = Arc::from(name.as_str());
+    let lines: Vec<&str> = text.lines().collect();
+    let mut pipeline = None;
+    let mut inputs: HashMap<String, Vec<InlineBatch>> = HashMap::new();
+    let mut expectations = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim().is_empty() || line.starts_with('#') {
+            i += 1;
+        } else if let Some(rest) = line.strip_prefix("pipeline ") {
+            pipeline = Some(rest.trim().to_string());
+            i += 1;
+        } else if let Some(source) = line.strip_prefix("input ") {
+            let batches = inputs.entry(source.trim().to_string()).or_default();
+            batches.push(InlineBatch {
+                origin: Arc::clone(&origin),
+                lines: Vec::new(),
+            });
+            i += 1;
+            while i < lines.len() && !is_directive(lines[i]) {
+                let text = lines[i];
+                if text.trim() == "batch" {
+                    batches.push(InlineBatch {
+                        origin: Arc::clone(&origin),
+                        lines: Vec::new(),
+                    });
+                } else if !text.trim().is_empty()
+                    && !text.starts_with('#')
+                    && let Some(current) = batches.last_mut()
+                {
+                    current.lines.push((i as u64 + 1, text.to_string()));
+                }
+                i += 1;
+            }
+        } else if let Some(table) = line.strip_prefix("expect ") {
+            let start = i;
+            i += 1;
+            let header = lines
+                .get(i)
+                .filter(|l| !l.trim().is_empty() && !is_directive(l))
+                .ok_or_else(|| {
+                    bad(
+                        start,
+                        "`expect` needs a line of column names",
+                        "write the columns to compare, e.g. `window_start | server_id | avg_cpu`",
+                    )
+                })?;
+            let columns = split_row(header);
+            i += 1;
+            let mut rows = Vec::new();
+            while i < lines.len() && !lines[i].trim().is_empty() && !is_directive(lines[i]) {
+                rows.push(join_row(&split_row(lines[i])));
+                i += 1;
+            }
+            rows.sort();
+            expectations.push(Expectation {
+                table: table.trim().to_string(),
+                line: start,
+                end: i,
+                columns,
+                rows,
+            });
+        } else {
+            return Err(bad(
+                i,
+                &format!("unexpected line `{line}`"),
+                "lines are `pipeline P`, `input SOURCE` (then lines, `batch` between micro-batches) or `expect TABLE` (then columns and rows)",
+            ));
+        }
+    }
+    let pipeline = pipeline.ok_or_else(|| {
+        bad(
+            0,
+            "no `pipeline` line",
+            "name the pipeline under test: `pipeline <name>`",
+        )
+    })?;
+    if expectations.is_empty() {
+        return Err(bad(
+            0,
+            "no `expect` block",
+            "add `expect <query>` with its columns and rows",
+        ));
+    }
+    Ok(GoldenTest {
+        pipeline,
+        inputs,
+        expectations,
+    })
+}
+
+fn is_directive(line: &str) -> bool {
+    ["pipeline ", "input ", "expect "]
+        .iter()
+        .any(|d| line.starts_with(d))
+}
+
+fn split_row(line: &str) -> Vec<String> {
+    line.split(" | ").map(|v| v.trim().to_string()).collect()
+}
+
+fn join_row(values: &[String]) -> String {
+    values.join(" | ")
+}
+
+/// Runs the test in `file` against the pipelines of `config_path`; with
+/// `update`, rewrites its expected rows to what the run produced.
+pub async fn run_file(config_path: &Path, file: &Path, update: bool) -> Result<Outcome> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| StreamSqlError::io(format!("cannot read {}", file.display()), e))?;
+    let test = parse(file, &text)?;
+    let mut loaded = config::load(config_path)?;
+    let pipeline = loaded
+        .file
+        .pipelines
+        .get_mut(&test.pipeline)
+        .ok_or_else(|| {
+            StreamSqlError::from(
+                Diagnostic::new(
+                    file.display().to_string(),
+                    None,
+                    format!(
+                        "no pipeline `{}` in {}",
+                        test.pipeline,
+                        config_path.display()
+                    ),
+                )
+                .with_fix("name a pipeline of pipelines.yaml (`streamsql check` lists them)"),
+            )
+        })?;
+    // Deterministic runs: every micro-batch triggers, one commit at the end,
+    // Parquet sinks only (nothing leaves the machine).
+    pipeline.trigger = Duration::ZERO;
+    pipeline.commit_interval = Duration::from_secs(24 * 3600);
+    pipeline.checkpoint.location = None;
+    for query in &mut pipeline.queries {
+        query.sinks = vec![SinkConfig::Parquet(ParquetSinkConfig {})];
+    }
+    for name in test.inputs.keys() {
+        if !pipeline.sources.iter().any(|s| &s.name == name) {
+            let known: Vec<&str> = pipeline.sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(Diagnostic::new(
+                file.display().to_string(),
+                None,
+                format!("pipeline `{}` has no source `{name}`", test.pipeline),
+            )
+            .with_fix(format!("its sources: {}", known.join(", ")))
+            .into());
+        }
+    }
+    let mut inline_sources = test.inputs.clone();
+    for source in &pipeline.sources {
+        inline_sources.entry(source.name.clone()).or_default();
+    }
+    let output = tempfile_dir(file)?;
+    let options = RunOptions {
+        output_dir: Some(output.clone()),
+        from_scratch: true,
+        inline_sources,
+        ..Default::default()
+    };
+    let result = async {
+        Pipeline::build(&loaded, &test.pipeline, &options)
+            .await?
+            .run(&options)
+            .await?;
+        let mut actual = Vec::new();
+        for expectation in &test.expectations {
+            actual.push(table_rows(&output, &expectation.table, &expectation.columns).await?);
+        }
+        Ok::<_, StreamSqlError>(actual)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&output);
+    let actual = result?;
+    let mut failures = Vec::new();
+    for (expectation, rows) in test.expectations.iter().zip(&actual) {
+        if *rows != expectation.rows {
+            let missing = expectation
+                .rows
+                .iter()
+                .filter(|r| !rows.contains(r))
+                .cloned()
+                .collect();
+            let unexpected = rows
+                .iter()
+                .filter(|r| !expectation.rows.contains(r))
+                .cloned()
+                .collect();
+            failures.push((expectation.table.clone(), missing, unexpected));
+        }
+    }
+    if update && !failures.is_empty() {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for (expectation, rows) in test.expectations.iter().zip(&actual) {
+            out.extend(
+                lines[from..expectation.line + 2]
+                    .iter()
+                    .map(|l| l.to_string()),
+            );
+            out.extend(rows.iter().cloned());
+            from = expectation.end;
+        }
+        out.extend(lines[from..].iter().map(|l| l.to_string()));
+        std::fs::write(file, out.join("\n") + "\n")
+            .map_err(|e| StreamSqlError::io(format!("cannot write {}", file.display()), e))?;
+        failures.clear();
+    }
+    Ok(Outcome {
+        file: file.to_path_buf(),
+        failures,
+    })
+}
+
+/// A fresh folder for one run's outputs, next to nothing the user owns.
+fn tempfile_dir(file: &Path) -> Result<PathBuf> {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("streamsql-test-{}-{stem}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StreamSqlError::io(format!("cannot create {}", dir.display()), e))?;
+    Ok(dir)
+}
+
+/// `columns` of every row of output table `table`, formatted and sorted.
+async fn table_rows(dir: &Path, table: &str, columns: &[String]) -> Result<Vec<String>> {
+    let has_parts = std::fs::read_dir(dir.join(table))
+        .map(|files| {
+            files
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+        })
+        .unwrap_or(false);
+    if !has_parts {
+        return Ok(Vec::new());
+    }
+    let select = columns
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let batches =
+        super::query::query_outputs(dir, &format!("SELECT {select} FROM \"{table}\"")).await?;
+    let mut rows = format_rows(&batches)?;
+    rows.sort();
+    Ok(rows)
+}
+
+fn format_rows(batches: &[RecordBatch]) -> Result<Vec<String>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for r in 0..batch.num_rows() {
+            let values: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
+            rows.push(join_row(&values));
+        }
+    }
+    Ok(rows)
+}
