@@ -392,3 +392,107 @@ async fn sources_and_windowed_queries_keep_their_own_watermarks_and_lateness() {
         vec![10, 20]
     );
 }
+
+#[tokio::test]
+async fn window_function_param_and_regex_errors_name_file_line_and_fix() {
+    let dir = common::scratch_dir("over-errors");
+    write(
+        &dir,
+        "w.sql",
+        "SELECT window_start, k, sum(v) AS s FROM events GROUP BY TUMBLE(t, INTERVAL '1' SECOND), k",
+    );
+    let cases = [
+        (
+            "lead.sql",
+            "SELECT window_start, k,\n  lead(s) OVER (PARTITION BY k ORDER BY window_start) AS next FROM w",
+            "lead.sql:2:",
+            "lead() reads later windows",
+        ),
+        (
+            "range.sql",
+            "SELECT k, avg(s) OVER (PARTITION BY k ORDER BY window_start) AS a FROM w",
+            "range.sql:1",
+            "without a bound",
+        ),
+        (
+            "rank.sql",
+            "SELECT k, row_number() OVER (PARTITION BY k ORDER BY window_start) AS n FROM w",
+            "rank.sql:1",
+            "lag(window_start, N) OVER (...) IS NOT NULL",
+        ),
+        (
+            "raw.sql",
+            "SELECT t, lag(v) OVER (PARTITION BY k ORDER BY t) AS p FROM events",
+            "raw.sql:1",
+            "is a stream of events",
+        ),
+        (
+            "param.sql",
+            "SELECT k, s FROM w\nWHERE s > $limit",
+            "param.sql:2:11",
+            "parameter `$limit` has no value",
+        ),
+        (
+            "agg.sql",
+            "SELECT k, count(*) AS n, lag(k) OVER (PARTITION BY k ORDER BY k) AS p FROM w GROUP BY k",
+            "agg.sql:1",
+            "GROUP BY without a window",
+        ),
+        (
+            "inwin.sql",
+            "SELECT window_start, k, lag(k) OVER (PARTITION BY k ORDER BY window_start) AS p\nFROM events GROUP BY TUMBLE(t, INTERVAL '1' SECOND), k",
+            "inwin.sql:2:",
+            "would see one window's result at a time",
+        ),
+        // q7: events, filtered; q8 may not treat them as window results.
+        (
+            "filtered.sql",
+            "SELECT t, k, v FROM events WHERE v > 0",
+            "",
+            "",
+        ),
+        (
+            "chained.sql",
+            "SELECT t, lag(v) OVER (PARTITION BY k ORDER BY t) AS p FROM q7",
+            "chained.sql:1",
+            "`q7` is a stream of events",
+        ),
+    ];
+    let mut queries = "      - { name: w, sql: w.sql }\n".to_string();
+    for (i, (file, sql, _, _)) in cases.iter().enumerate() {
+        write(&dir, file, sql);
+        queries.push_str(&format!("      - {{ name: q{i}, sql: {file} }}\n"));
+    }
+    write(
+        &dir,
+        "pipelines.yaml",
+        &pipeline_yaml("csv", "x.csv", "int64", &queries),
+    );
+    let error = check_error(&dir).await;
+    for (_, _, at, message) in cases {
+        assert!(
+            error.contains(at) && error.contains(message),
+            "{at} {message}:\n{error}"
+        );
+    }
+
+    // A regex source must name a group for every column.
+    let yaml = pipeline_yaml(
+        "regex",
+        "x.log",
+        "int64",
+        "      - { name: w, sql: w.sql }\n",
+    )
+    .replace(
+        "format: regex\n",
+        "format: regex\n        regex: '^(?P<t>\\d+) (?P<k>\\w+)$'\n",
+    );
+    write(&dir, "pipelines.yaml", &yaml);
+    let error = check_error(&dir).await;
+    assert!(
+        error.contains("pipelines.yaml:")
+            && error.contains("column `v` has no named group")
+            && error.contains("(?P<v>...)"),
+        "{error}"
+    );
+}

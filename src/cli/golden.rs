@@ -219,6 +219,28 @@ pub async fn run_file(config_path: &Path, file: &Path, update: bool) -> Result<O
             .into());
         }
     }
+    let tables: Vec<String> = pipeline
+        .queries
+        .iter()
+        .map(|q| q.name.clone())
+        .chain(pipeline.sources.iter().map(|s| format!("{}_late", s.name)))
+        .collect();
+    if let Some(unknown) = test
+        .expectations
+        .iter()
+        .find(|e| !tables.contains(&e.table))
+    {
+        return Err(Diagnostic::new(
+            file.display().to_string(),
+            Some(unknown.line + 1),
+            format!(
+                "pipeline `{}` has no output table `{}`",
+                test.pipeline, unknown.table
+            ),
+        )
+        .with_fix(format!("expect one of: {}", tables.join(", ")))
+        .into());
+    }
     let mut inline_sources = test.inputs.clone();
     for source in &pipeline.sources {
         inline_sources.entry(source.name.clone()).or_default();
@@ -237,7 +259,19 @@ pub async fn run_file(config_path: &Path, file: &Path, update: bool) -> Result<O
             .await?;
         let mut actual = Vec::new();
         for expectation in &test.expectations {
-            actual.push(table_rows(&output, &expectation.table, &expectation.columns).await?);
+            let rows = table_rows(&output, &expectation.table, &expectation.columns)
+                .await
+                .map_err(|e| {
+                    Diagnostic::new(
+                        file.display().to_string(),
+                        Some(expectation.line + 2),
+                        e.to_string(),
+                    )
+                    .with_fix(
+                        "the column line lists output columns of the table, separated by ` | `",
+                    )
+                })?;
+            actual.push(rows);
         }
         Ok::<_, StreamSqlError>(actual)
     }
@@ -247,17 +281,7 @@ pub async fn run_file(config_path: &Path, file: &Path, update: bool) -> Result<O
     let mut failures = Vec::new();
     for (expectation, rows) in test.expectations.iter().zip(&actual) {
         if *rows != expectation.rows {
-            let missing = expectation
-                .rows
-                .iter()
-                .filter(|r| !rows.contains(r))
-                .cloned()
-                .collect();
-            let unexpected = rows
-                .iter()
-                .filter(|r| !expectation.rows.contains(r))
-                .cloned()
-                .collect();
+            let (missing, unexpected) = difference(&expectation.rows, rows);
             failures.push((expectation.table.clone(), missing, unexpected));
         }
     }
@@ -283,6 +307,25 @@ pub async fn run_file(config_path: &Path, file: &Path, update: bool) -> Result<O
         file: file.to_path_buf(),
         failures,
     })
+}
+
+/// Rows of sorted `want` missing from sorted `got`, and rows of `got` not
+/// in `want`, counting repeats.
+fn difference(want: &[String], got: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut missing, mut unexpected) = (Vec::new(), Vec::new());
+    let (mut w, mut g) = (want.iter().peekable(), got.iter().peekable());
+    loop {
+        match (w.peek(), g.peek()) {
+            (Some(a), Some(b)) if a == b => {
+                w.next();
+                g.next();
+            }
+            (Some(a), Some(b)) if a < b => missing.extend(w.next().cloned()),
+            (_, Some(_)) => unexpected.extend(g.next().cloned()),
+            (Some(_), None) => missing.extend(w.next().cloned()),
+            (None, None) => return (missing, unexpected),
+        }
+    }
 }
 
 /// A fresh folder for one run's outputs, next to nothing the user owns.

@@ -361,10 +361,9 @@ fn check_text_formats(source: &SourceConfig, report: &mut impl FnMut(&str, Strin
         (_, Some(_)) => report(
             "regex:",
             format!(
-                "source `{name}` has a `regex` but `format: {:?}`",
-                source.format
-            )
-            .to_lowercase(),
+                "source `{name}` has a `regex` but `format: {}`",
+                format!("{:?}", source.format).to_lowercase()
+            ),
             "set `format: regex`, or remove `regex`",
         ),
         (_, None) => {}

@@ -18,7 +18,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::expr::{NullTreatment, WindowFunction};
 use datafusion::logical_expr::{
     Expr, Filter, LogicalPlan, LogicalPlanBuilder, Projection, Window, WindowFrameBound,
     WindowFrameUnits, col,
@@ -203,6 +203,11 @@ pub async fn split_over(
             })
         })?
         .data;
+    if !replaced {
+        return Err(StreamSqlError::Internal(
+            "window functions not found for the history".into(),
+        ));
+    }
     let post = state.create_physical_plan(&post_logical).await?;
     Ok(OverPlan {
         pre,
@@ -245,6 +250,13 @@ type Problem = (&'static str, String, &'static str);
 fn look_back(function: &WindowFunction) -> std::result::Result<usize, Problem> {
     let name = function.fun.name().to_lowercase();
     match name.as_str() {
+        "lag" if function.params.null_treatment == Some(NullTreatment::IgnoreNulls) => {
+            return Err((
+                "IGNORE",
+                "lag(...) IGNORE NULLS may reach back past any number of windows".into(),
+                "drop IGNORE NULLS, or filter the NULL rows out in the upstream query",
+            ));
+        }
         "lag" => {
             return match function.params.args.get(1) {
                 None => Ok(1),

@@ -41,9 +41,10 @@ pub enum TableRole {
     Source { event_time: String },
     /// A source's late rows.
     Late,
-    /// Another query's results; `updates` when a window can appear in them
-    /// more than once (an `emit: update` query, or a query reading one).
-    Query { updates: bool },
+    /// Another query's results: `windows` when they are window results (a
+    /// windowed query's, or a query's reading those), `updates` when a window
+    /// can appear in them more than once (an `emit: update` query's).
+    Query { windows: bool, updates: bool },
 }
 
 /// How a planned query runs.
@@ -245,6 +246,18 @@ impl QueryPlan {
                 }
             }
         }
+        if let Some(call) = &call
+            && has_window_functions(&logical)?
+        {
+            return Err(Diagnostic::new(
+                &file_name,
+                Some(call.line),
+                "window functions (OVER) in a windowed query would see one window's result at a time",
+            )
+            .at_column(Some(call.column))
+            .with_fix("compute the windows in this query and use OVER in a query that selects from it")
+            .into());
+        }
         if call.is_none() && has_window_functions(&logical)? {
             let over_input = |message: String, fix: &str| -> StreamSqlError {
                 let (line, column) = locate_word(sql, &input).unwrap_or((1, 1));
@@ -254,8 +267,14 @@ impl QueryPlan {
                     .into()
             };
             match &table.role {
-                TableRole::Query { updates: false } => {}
-                TableRole::Query { updates: true } => {
+                TableRole::Query {
+                    windows: true,
+                    updates: false,
+                } => {}
+                TableRole::Query {
+                    windows: true,
+                    updates: true,
+                } => {
                     return Err(over_input(
                         format!(
                             "window functions need each window of `{input}` once, but it emits updates"
@@ -273,6 +292,9 @@ impl QueryPlan {
                 }
             }
             let over = split_over(&file_name, sql, &state, logical).await?;
+            if find_aggregate(&over.pre).is_some() || find_aggregate(&over.post).is_some() {
+                return Err(unbounded_group_by(&file_name));
+            }
             let output_schema = over.post.schema();
             return Ok(Self {
                 name: name.to_string(),
@@ -291,15 +313,7 @@ impl QueryPlan {
         let shape = match call {
             None => {
                 if find_aggregate(&physical).is_some() {
-                    return Err(Diagnostic::new(
-                        &file_name,
-                        Some(1),
-                        "GROUP BY without a window keeps state forever",
-                    )
-                    .with_fix(
-                        "group by TUMBLE(...), HOP(...) or SESSION(...) on the event time column",
-                    )
-                    .into());
+                    return Err(unbounded_group_by(&file_name));
                 }
                 QueryShape::Stateless { plan: physical }
             }
@@ -380,6 +394,16 @@ impl QueryPlan {
     }
 }
 
+fn unbounded_group_by(file: &str) -> StreamSqlError {
+    Diagnostic::new(
+        file,
+        Some(1),
+        "GROUP BY without a window keeps state forever",
+    )
+    .with_fix("group by TUMBLE(...), HOP(...) or SESSION(...) on the event time column")
+    .into()
+}
+
 /// Replaces the `$name` placeholders of the SQL with the pipeline's
 /// `params`, converted to the type the SQL expects where it implies one.
 fn bind_params(
@@ -388,17 +412,17 @@ fn bind_params(
     plan: LogicalPlan,
     params: &BTreeMap<String, serde_yaml::Value>,
 ) -> Result<LogicalPlan> {
-    let wanted = plan.get_parameter_types()?;
+    let mut wanted: Vec<_> = plan.get_parameter_types()?.into_iter().collect();
     if wanted.is_empty() {
         return Ok(plan);
     }
+    wanted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut values = Vec::new();
     let mut problems = Vec::new();
     for (id, data_type) in &wanted {
         let name = id.trim_start_matches('$');
-        let (line, column) = locate_word(sql, name).unwrap_or((1, 1));
-        let at = Diagnostic::new(file, Some(line), String::new())
-            .at_column(Some(column.saturating_sub(1).max(1)));
+        let (line, column) = locate_word(sql, id).unwrap_or((1, 1));
+        let at = Diagnostic::new(file, Some(line), String::new()).at_column(Some(column));
         let scalar = match params.get(name) {
             Some(serde_yaml::Value::Bool(b)) => ScalarValue::Boolean(Some(*b)),
             Some(serde_yaml::Value::Number(n)) if n.is_i64() => ScalarValue::Int64(n.as_i64()),
@@ -430,9 +454,12 @@ fn bind_params(
             }
         };
         let scalar = match data_type {
+            // Only a lossless conversion: 2.5 must not become 2.
             Some(t) => match scalar.cast_to(t) {
-                Ok(cast) => cast,
-                Err(_) => {
+                Ok(cast) if cast.cast_to(&scalar.data_type()).ok().as_ref() == Some(&scalar) => {
+                    cast
+                }
+                _ => {
                     problems.push(Diagnostic {
                         message: format!("parameter `{id}` = {scalar} does not fit the {t} the SQL compares it with"),
                         fix: format!("give `{name}` a value of type {t}"),

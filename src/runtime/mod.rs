@@ -60,18 +60,33 @@ pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<Vec<Quer
         {
             Ok(plan) => {
                 problems.extend(sink::check_settings(loaded, name, query, &plan));
-                // A window appears more than once in an update query's
-                // results, and in those of any query reading them.
-                let updates = match &plan.shape {
-                    QueryShape::Windowed(_) => plan.emit == EmitMode::Update,
-                    _ => tables.iter().any(|t| {
-                        t.name == plan.input && t.role == TableRole::Query { updates: true }
-                    }),
+                // A windowed query's rows are window results, once each
+                // unless it emits updates; a query reading another's rows
+                // inherits what they are.
+                let role = match &plan.shape {
+                    QueryShape::Windowed(_) => TableRole::Query {
+                        windows: true,
+                        updates: plan.emit == EmitMode::Update,
+                    },
+                    _ => match tables
+                        .iter()
+                        .find(|t| t.name == plan.input)
+                        .map(|t| &t.role)
+                    {
+                        Some(TableRole::Query { windows, updates }) => TableRole::Query {
+                            windows: *windows,
+                            updates: *updates,
+                        },
+                        _ => TableRole::Query {
+                            windows: false,
+                            updates: false,
+                        },
+                    },
                 };
                 tables.push(TableDef {
                     name: query.name.clone(),
                     schema: Arc::clone(&plan.output_schema),
-                    role: TableRole::Query { updates },
+                    role,
                 });
                 plans.push(plan);
             }
