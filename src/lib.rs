@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod history;
+pub mod metrics;
 pub mod plan;
 pub mod replay;
 pub mod runtime;

@@ -47,6 +47,14 @@ fn check_and_explain_accept_the_repository_pipelines() {
         "{text}"
     );
     assert!(text.contains("sinks: parquet"), "{text}");
+    let rules = streamsql(&["explain", "web_logs"]);
+    let text = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        text.contains("query response_time_anomalies (reads service_metrics, emit final)")
+            && text
+                .contains("key history: the newest 10 rows per [service], ordered by window_start"),
+        "{text}"
+    );
     let live = streamsql(&["explain", "task_failures_live"]);
     let text = String::from_utf8_lossy(&live.stdout);
     assert!(
@@ -112,4 +120,44 @@ fn query_reads_the_parquet_outputs_by_query_name() {
     assert_eq!(lines.next(), Some("n,events"));
     let values: Vec<&str> = lines.next().expect("a row").split(',').collect();
     assert_eq!(values[0], rows_out);
+}
+
+#[test]
+fn logs_can_be_json_lines_with_fields() {
+    let out = common::scratch_dir("cli-json-logs");
+    let mut command = common::streamsql(&[
+        "--log-format",
+        "json",
+        "run",
+        "task_failures",
+        "--quiet",
+        "--from-scratch",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    command.env("RUST_LOG", "streamsql=info");
+    let output = command.output().expect("run streamsql");
+    common::assert_ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let checkpoint = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "checkpoint written")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(checkpoint["level"], "INFO");
+    assert_eq!(checkpoint["fields"]["pipeline"], "task_failures");
+    assert!(
+        checkpoint["fields"]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{checkpoint}"
+    );
+    let finished = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "pipeline finished")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(finished["fields"]["events_in"], 120000);
 }

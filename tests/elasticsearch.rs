@@ -482,7 +482,19 @@ fn docker_compose_file_is_valid_and_wires_the_services() {
         }
     }
     let runner = &compose["services"]["runner"];
-    let pipeline = runner["command"][1].as_str().unwrap();
+    let command: Vec<&str> = runner["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let run = command.iter().position(|a| *a == "run").unwrap();
+    let pipeline = command[run + 1];
+    assert!(
+        command
+            .windows(2)
+            .any(|w| w == ["--metrics-address", "0.0.0.0:9464"])
+    );
     let loaded = streamsql::config::load(&repo_file("pipelines.yaml")).unwrap();
     assert!(
         loaded.pipeline(pipeline).is_ok(),

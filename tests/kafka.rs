@@ -445,3 +445,119 @@ async fn w2_from_kafka_equals_batch_sql() {
     assert_eq!(bad, 0, "job_event_counts rows differing from batch SQL");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One GET of `http://<address>/metrics`; `None` when nothing listens.
+fn scrape(address: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    Some(answer)
+}
+
+/// The values of metric lines starting with `prefix` (name and labels).
+fn values(text: &str, prefix: &str) -> Vec<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn prometheus_metrics_are_scraped_while_a_kafka_pipeline_runs() {
+    let dir = common::scratch_dir("kafka-metrics");
+    let broker = Broker::start(&dir.join("broker"));
+    let files = common::trace_parts("task_events", 1);
+    replay(&broker, &[("metrics", &files)], &dir, Some(30_000));
+    let config = write_pipeline(
+        &dir.join("run"),
+        &kafka_input(&broker, "metrics", "metrics", "stop_when_idle: 8s"),
+    );
+    let mut command = run(
+        &config,
+        &dir.join("run/out"),
+        &["--metrics-address", "127.0.0.1:0"],
+    );
+    command.stdout(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let address = first
+        .trim()
+        .strip_prefix("metrics at http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {first:?}"))
+        .to_string();
+
+    // Scrape while it runs, until every message is counted and no partition
+    // lags (bounded: the runner stops 8 s after the last message).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    let text = loop {
+        let Some(text) = scrape(&address) else {
+            let output = common::wait_within(child, LIMIT);
+            panic!(
+                "the runner ended before the metrics settled:\n{}\nlast scrape:\n{last}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let events = values(&text, "streamsql_events_in_total{");
+        let lags = values(&text, "streamsql_kafka_consumer_lag{");
+        if events.first().is_some_and(|e| *e > 0.0)
+            && lags.len() == 12
+            && lags.iter().all(|l| *l == 0.0)
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "metrics never settled:\n{text}");
+        last = text;
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let output = common::wait_within(child, LIMIT);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The scraped counts are the run's own (printed in its summary).
+    let events = values(
+        &text,
+        "streamsql_events_in_total{pipeline=\"p\",source=\"task_events\"}",
+    );
+    assert!(
+        rest.contains(&format!("pipeline p: {} events", events[0])),
+        "{rest}\n{text}"
+    );
+    let rows = values(
+        &text,
+        "streamsql_rows_out_total{pipeline=\"p\",query=\"task_failure_metrics\"}",
+    );
+    assert!(
+        rows.len() == 1 && text.contains("streamsql_late_rows_total{"),
+        "{text}"
+    );
+    let watermark = values(&text, "streamsql_watermark_seconds{");
+    // The trace's first events are at time 0: a watermark 30 s before it.
+    assert!(watermark.len() == 1 && watermark[0] >= -30.0, "{text}");
+    assert!(
+        values(&text, "streamsql_batch_duration_seconds_count{")[0] >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("streamsql_checkpoint_duration_seconds_count{"),
+        "{text}"
+    );
+    assert!(
+        values(&text, "streamsql_state_groups{").len() == 1,
+        "{text}"
+    );
+}

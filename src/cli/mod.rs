@@ -22,8 +22,18 @@ struct Cli {
     /// The pipelines file.
     #[arg(short, long, global = true, default_value = "pipelines.yaml")]
     config: PathBuf,
+    /// Log lines as text, or as JSON objects (one per line) for log shippers.
+    /// `RUST_LOG` sets the level (default `warn`).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -46,6 +56,10 @@ enum Command {
         /// the next run continues where this one stopped.
         #[arg(long, value_name = "N")]
         stop_after_batches: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics while running
+        /// (e.g. 127.0.0.1:9464; port 0 picks a free one).
+        #[arg(long, value_name = "ADDRESS")]
+        metrics_address: Option<std::net::SocketAddr>,
     },
     /// Check pipelines.yaml and plan every query, without running anything.
     Check {
@@ -125,12 +139,15 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,6 +175,7 @@ async fn execute(cli: Cli) -> Result<()> {
             quiet,
             from_scratch,
             stop_after_batches,
+            metrics_address,
         } => {
             let loaded = config::load(&cli.config)?;
             let options = RunOptions {
@@ -168,6 +186,10 @@ async fn execute(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             let runner = Pipeline::build(&loaded, &pipeline, &options).await?;
+            if let Some(address) = metrics_address {
+                let bound = crate::metrics::serve(runner.metrics(), address).await?;
+                println!("metrics at http://{bound}/metrics");
+            }
             let output_dir = runner.output_dir().clone();
             let summary = runner.run(&options).await?;
             print!("{summary}");

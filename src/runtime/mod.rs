@@ -20,10 +20,12 @@ use crate::error::{Diagnostics, Result, StreamSqlError};
 use crate::history::KeyHistory;
 use crate::plan::{BatchSlot, OverPlan, QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan};
 use crate::sink::{self, DeadLetterSink, ParquetSink, Sink};
-use crate::source::{InlineBatch, Source, SourceBatch, SourcePosition};
+use crate::source::{InlineBatch, KafkaLag, Source, SourceBatch, SourcePosition};
 use crate::state::{CheckpointStore, Manifest, QueryCheckpoint, QueryState, SourceCheckpoint};
 use crate::window::{WindowOperator, WindowSpec};
 pub use progress::{CheckpointStats, Restored, Summary};
+
+use crate::metrics::{Metrics, Snapshot};
 
 /// Plans every query of a pipeline, reporting all problems at once.
 pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<Vec<QueryPlan>> {
@@ -126,6 +128,9 @@ struct SourceRuntime {
     watermark: i64,
     late_sink: ParquetSink,
     done: bool,
+    /// Rows decoded and rows late, for metrics.
+    rows_in: u64,
+    late_rows: u64,
 }
 
 struct QueryRuntime {
@@ -160,6 +165,7 @@ pub struct Pipeline {
     /// The commit epoch in progress; checkpoint `epoch` closes it.
     epoch: u64,
     restored: Option<Restored>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -207,6 +213,8 @@ impl Pipeline {
                     keep_through,
                 )?,
                 done: false,
+                rows_in: 0,
+                late_rows: 0,
             });
         }
         let mut queries = Vec::new();
@@ -247,6 +255,15 @@ impl Pipeline {
             }
             queries.push(runtime);
         }
+        // Kafka lag and watermark lag move while a source is idle: the
+        // metrics read them when scraped.
+        let metrics = Arc::new(Metrics::new(
+            name,
+            sources
+                .iter()
+                .filter_map(|s| s.input.kafka_lag().cloned())
+                .collect(),
+        ));
         let dead_letters = DeadLetterSink::create(&output_dir.join("dead_letters"), keep_through)?;
         let restored = checkpoint.map(|c| Restored {
             sequence: c.manifest.sequence,
@@ -263,7 +280,14 @@ impl Pipeline {
             checkpoints,
             epoch: keep_through.map_or(0, |s| s + 1),
             restored,
+            metrics,
         })
+    }
+
+    /// The run's metrics, updated after every micro-batch (to serve them,
+    /// see [`crate::metrics::serve`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     pub fn output_dir(&self) -> &PathBuf {
@@ -279,11 +303,17 @@ impl Pipeline {
     pub async fn run(mut self, options: &RunOptions) -> Result<Summary> {
         let mut summary = Summary::new(&self.name);
         summary.restored = self.restored.clone();
+        tracing::info!(
+            pipeline = %self.name,
+            restored_checkpoint = self.restored.as_ref().map(|r| r.sequence),
+            "pipeline started"
+        );
         let started = Instant::now();
         let mut batches = 0u64;
         let mut last_commit = Instant::now();
         let mut last_trigger = Instant::now();
         let mut progress = progress::Progress::new(options.progress);
+
         let mut next = 0;
         // Ctrl-C (SIGINT) stops between micro-batches, with a checkpoint.
         let interrupted = tokio::signal::ctrl_c();
@@ -305,6 +335,7 @@ impl Pipeline {
                     continue;
                 }
             };
+            let batch_started = Instant::now();
             let trigger = last_trigger.elapsed() >= self.config.trigger;
             if trigger {
                 last_trigger = Instant::now();
@@ -324,12 +355,9 @@ impl Pipeline {
                 self.commit(&mut summary).await?;
                 last_commit = Instant::now();
             }
-            progress.update(
-                &summary,
-                &self.watermarks(),
-                self.state_size(),
-                started.elapsed(),
-            );
+            let snapshot = self.snapshot();
+            self.metrics.publish(&snapshot, batch_started.elapsed());
+            progress.update(&summary, &snapshot, started.elapsed());
         }
         if !summary.stopped_early {
             // End of a finite input: every window is complete.
@@ -356,6 +384,14 @@ impl Pipeline {
             })
             .collect();
         progress.finish();
+        tracing::info!(
+            pipeline = %self.name,
+            events_in = summary.events_in,
+            late = summary.late,
+            dead_letters = self.dead_letters.total(),
+            seconds = summary.elapsed.as_secs_f64(),
+            "pipeline finished"
+        );
         Ok(summary)
     }
 
@@ -367,11 +403,42 @@ impl Pipeline {
             .find(|&i| !self.sources[i].done)
     }
 
-    fn watermarks(&self) -> Vec<(String, i64)> {
-        self.sources
-            .iter()
-            .map(|s| (s.name.clone(), s.watermark))
-            .collect()
+    /// Where the run stands, for metrics and the progress line.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            sources: self
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.rows_in, s.late_rows, s.watermark))
+                .collect(),
+            rows_out: self
+                .queries
+                .iter()
+                .map(|q| (q.plan.name.clone(), q.rows_out))
+                .collect(),
+            dead_letters: self
+                .dead_letters
+                .counts
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            kafka_lag: self
+                .sources
+                .iter()
+                .filter_map(|s| s.input.kafka_lag())
+                .flat_map(KafkaLag::read)
+                .collect(),
+            state: self.state_size(),
+            sink_retries: self
+                .queries
+                .iter()
+                .flat_map(|q| &q.sinks)
+                .filter_map(|sink| match sink {
+                    Sink::Elasticsearch(s) => Some((s.name().to_string(), s.stats.retries)),
+                    _ => None,
+                })
+                .collect(),
+        }
     }
 
     fn state_size(&self) -> (usize, usize) {
@@ -403,6 +470,14 @@ impl Pipeline {
         let started = Instant::now();
         let bytes = self.checkpoint().await?;
         summary.checkpoints.record(started.elapsed(), bytes);
+        self.metrics.checkpoint_written(started.elapsed());
+        tracing::info!(
+            pipeline = %self.name,
+            sequence = self.epoch,
+            bytes,
+            millis = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
         self.epoch += 1;
         Ok(())
     }
@@ -488,6 +563,8 @@ impl Pipeline {
         }
         let late_rows = filter_record_batch(&batch.rows, &BooleanArray::from(late))?;
         summary.late += late_rows.num_rows() as u64;
+        self.sources[index].rows_in += batch.rows.num_rows() as u64;
+        self.sources[index].late_rows += late_rows.num_rows() as u64;
         self.sources[index].late_sink.write(&late_rows)?;
         let name = self.sources[index].name.clone();
         let streams = HashMap::from([

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Snapshot;
 use crate::sink::elasticsearch::ElasticsearchStats;
 
 /// What a run did, printed at the end.
@@ -145,29 +146,29 @@ impl Progress {
         }
     }
 
-    pub fn update(
-        &mut self,
-        summary: &Summary,
-        watermarks: &[(String, i64)],
-        state: (usize, usize),
-        elapsed: Duration,
-    ) {
+    pub fn update(&mut self, summary: &Summary, snapshot: &Snapshot, elapsed: Duration) {
         if !self.enabled || self.last.elapsed() < Duration::from_secs(1) {
             return;
         }
         self.last = Instant::now();
         let rate = summary.events_in as f64 / elapsed.as_secs_f64().max(1e-9);
-        let marks: Vec<String> = watermarks
+        let marks: Vec<String> = snapshot
+            .sources
             .iter()
-            .map(|(s, w)| format!("{s} wm {}", format_millis(*w)))
+            .map(|(s, _, _, w)| format!("{s} wm {}", format_millis(*w)))
             .collect();
+        let lag: i64 = snapshot.kafka_lag.iter().map(|(_, _, l)| l).sum();
+        let lag = match snapshot.kafka_lag.is_empty() {
+            true => String::new(),
+            false => format!(" | kafka lag {lag}"),
+        };
         eprint!(
-            "\r{} events ({rate:.0}/s) | {} | late {} | state {} groups, {:.1} MB   ",
+            "\r{} events ({rate:.0}/s) | {}{lag} | late {} | state {} groups, {:.1} MB   ",
             summary.events_in,
             marks.join(", "),
             summary.late,
-            state.0,
-            state.1 as f64 / 1e6
+            snapshot.state.0,
+            snapshot.state.1 as f64 / 1e6
         );
         let _ = std::io::stderr().flush();
     }

@@ -25,6 +25,25 @@ pub struct KafkaSource {
     /// `None` once dropped: closing them stops the reader thread.
     channels: Option<Channels>,
     reader: Option<std::thread::JoinHandle<()>>,
+    lag: KafkaLag,
+}
+
+/// Per assigned partition of a topic, the messages not read yet, as the
+/// reader last saw them (about every second, also while idle).
+#[derive(Debug, Clone)]
+pub struct KafkaLag {
+    topic: String,
+    lags: Arc<Mutex<BTreeMap<i32, i64>>>,
+}
+
+impl KafkaLag {
+    /// (topic, partition, messages not read yet) per assigned partition.
+    pub fn read(&self) -> Vec<(String, i32, i64)> {
+        let lags = self.lags.lock().unwrap_or_else(|e| e.into_inner());
+        lags.iter()
+            .map(|(p, lag)| (self.topic.clone(), *p, *lag))
+            .collect()
+    }
 }
 
 struct Channels {
@@ -94,6 +113,7 @@ impl KafkaSource {
             partitions: BTreeSet::new(),
             assigned_before: false,
         }));
+        let lags = Arc::new(Mutex::new(BTreeMap::new()));
         let context = GroupContext {
             topic: kafka.topic.clone(),
             assignment: Arc::clone(&shared),
@@ -135,6 +155,7 @@ impl KafkaSource {
             end_offsets: HashMap::new(),
             assignment: shared,
             partitions: BTreeMap::new(),
+            lags: Arc::clone(&lags),
         };
         let reader = std::thread::Builder::new()
             .name(format!("kafka-{}", config.name))
@@ -145,7 +166,15 @@ impl KafkaSource {
         Ok(Self {
             channels: Some(Channels { batches, commits }),
             reader: Some(reader),
+            lag: KafkaLag {
+                topic: kafka.topic.clone(),
+                lags,
+            },
         })
+    }
+
+    pub fn lag(&self) -> &KafkaLag {
+        &self.lag
     }
 
     /// The next micro-batch; `None` once `stop_at_end` or `stop_when_idle`
@@ -322,6 +351,7 @@ struct Reader {
     end_offsets: HashMap<i32, (i64, i64)>,
     assignment: Arc<Mutex<Assignment>>,
     partitions: BTreeMap<i32, PartitionClock>,
+    lags: Arc<Mutex<BTreeMap<i32, i64>>>,
 }
 
 /// One partition's records of the batch being cut.
@@ -358,12 +388,17 @@ impl Reader {
         let mut last_message = Instant::now();
         let mut last_assigned = BTreeSet::new();
         let mut last_progress = i64::MIN;
+        let mut last_lags = Instant::now();
         loop {
             while let Ok(offsets) = commit_requests.try_recv() {
                 self.commit(&offsets, CommitMode::Async);
             }
             let (buffers, count) = self.poll_batch()?;
             let now = Instant::now();
+            if now.duration_since(last_lags) >= Duration::from_secs(1) {
+                self.update_lags();
+                last_lags = now;
+            }
             let assigned = self.lock().partitions.clone();
             if count > 0 || assigned != last_assigned {
                 last_message = now;
@@ -389,6 +424,43 @@ impl Reader {
                 return Ok(());
             }
         }
+    }
+
+    /// Per assigned partition, the messages after this runner's position, from
+    /// the high watermark librdkafka keeps from its fetch responses (no
+    /// request to the broker; librdkafka's own statistics count the lag from
+    /// the group's committed offset, which trails until the next checkpoint).
+    fn update_lags(&self) {
+        let (assigned, positions) = {
+            let assignment = self.lock();
+            (assignment.partitions.clone(), assignment.positions.clone())
+        };
+        let Ok(topic) = std::ffi::CString::new(self.topic.as_str()) else {
+            return;
+        };
+        let mut lags = BTreeMap::new();
+        for partition in assigned {
+            let (mut low, mut high) = (-1i64, -1i64);
+            // SAFETY: the client handle lives as long as `self.consumer`,
+            // `topic` is a NUL-terminated string, and `low`/`high` are valid
+            // places for the two offsets; the call only reads cached state.
+            let answer = unsafe {
+                rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                    self.consumer.client().native_ptr(),
+                    topic.as_ptr(),
+                    partition,
+                    &mut low,
+                    &mut high,
+                )
+            };
+            if answer == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                && high >= 0
+                && let Some(next) = positions.get(&partition)
+            {
+                lags.insert(partition, (high - next).max(0));
+            }
+        }
+        *self.lags.lock().unwrap_or_else(|e| e.into_inner()) = lags;
     }
 
     /// Whether every assigned partition has been read up to the end offset

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decode::Decoder;
 pub use inline::{InlineBatch, InlineRows};
-pub use kafka::KafkaSource;
+pub use kafka::{KafkaLag, KafkaSource};
 pub use replay::{FileReplay, open_file};
 
 /// One input line that could not become a row, and why.
@@ -120,6 +120,14 @@ impl Source {
             Source::Replay(r) => r.next_batch().await,
             Source::Kafka(k) => k.next_batch().await,
             Source::Inline(i) => i.next_batch(),
+        }
+    }
+
+    /// Kafka: the consumer lag of the assigned partitions.
+    pub fn kafka_lag(&self) -> Option<&KafkaLag> {
+        match self {
+            Source::Kafka(k) => Some(k.lag()),
+            _ => None,
         }
     }
 

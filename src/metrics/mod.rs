@@ -1,0 +1,227 @@
+//! Prometheus metrics of a running pipeline (`run --metrics-address`).
+//!
+//! The runtime keeps its own totals (rows in and out, late rows, dead
+//! letters, sink retries); after every micro-batch [`Metrics::publish`]
+//! copies them into the registry, so there is one count and one place that
+//! exports it. `prometheus-client` encodes the OpenMetrics text that
+//! Prometheus scrapes from `/metrics` (see [`serve`]).
+
+mod serve;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub use serve::serve;
+
+use crate::source::KafkaLag;
+
+type Labels = Vec<(&'static str, String)>;
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
+
+/// What the runtime knows after a micro-batch.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Per source: rows decoded, rows late, watermark (UTC ms, `i64::MIN`
+    /// before the first event, `i64::MAX` at the end of a finite input).
+    pub sources: Vec<(String, u64, u64, i64)>,
+    /// Per query: rows emitted.
+    pub rows_out: Vec<(String, u64)>,
+    /// Per (source, reason): dead letters.
+    pub dead_letters: Vec<((String, String), u64)>,
+    /// Per (topic, partition): messages not read yet (for the progress
+    /// line; scrapes read the sources' lag themselves).
+    pub kafka_lag: Vec<(String, i32, i64)>,
+    /// Window and history state: groups (rows) and bytes.
+    pub state: (usize, usize),
+    /// Per sink: retried requests or items.
+    pub sink_retries: Vec<(String, u64)>,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Read at every scrape.
+    kafka_sources: Vec<KafkaLag>,
+    /// Per source, the watermark (UTC ms) of the last micro-batch.
+    watermarks: Mutex<BTreeMap<String, i64>>,
+    events_in: Counters,
+    late_rows: Counters,
+    rows_out: Counters,
+    dead_letters: Counters,
+    watermark: Gauges,
+    watermark_lag: Gauges,
+    kafka_lag: Gauges,
+    state_groups: Gauge,
+    state_bytes: Gauge,
+    sink_retries: Counters,
+    batch_seconds: Histogram,
+    checkpoint_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new(pipeline: &str, kafka_sources: Vec<KafkaLag>) -> Self {
+        let labels = [(Cow::Borrowed("pipeline"), Cow::Owned(pipeline.to_string()))];
+        let mut registry = Registry::with_prefix_and_labels("streamsql", labels.into_iter());
+        let metrics = Self {
+            events_in: Counters::default(),
+            late_rows: Counters::default(),
+            rows_out: Counters::default(),
+            dead_letters: Counters::default(),
+            watermark: Gauges::default(),
+            watermark_lag: Gauges::default(),
+            kafka_lag: Gauges::default(),
+            state_groups: Gauge::default(),
+            state_bytes: Gauge::default(),
+            sink_retries: Counters::default(),
+            // 100 µs .. about 100 s.
+            batch_seconds: Histogram::new(exponential_buckets(1e-4, 4.0, 11)),
+            checkpoint_seconds: Histogram::new(exponential_buckets(1e-4, 4.0, 11)),
+            registry: Registry::default(),
+            kafka_sources,
+            watermarks: Mutex::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            "events_in",
+            "Rows decoded from a source",
+            m.events_in.clone(),
+        );
+        registry.register(
+            "late_rows",
+            "Rows later than every window they belong to",
+            m.late_rows.clone(),
+        );
+        registry.register("rows_out", "Rows a query emitted", m.rows_out.clone());
+        registry.register(
+            "dead_letters",
+            "Records that could not be processed, by reason",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "watermark_seconds",
+            "A source's watermark (Unix time)",
+            m.watermark.clone(),
+        );
+        registry.register(
+            "watermark_lag_seconds",
+            "Wall clock minus a source's watermark",
+            m.watermark_lag.clone(),
+        );
+        registry.register(
+            "kafka_consumer_lag",
+            "Messages of a partition not read yet",
+            m.kafka_lag.clone(),
+        );
+        registry.register(
+            "state_groups",
+            "Window groups and history rows held",
+            m.state_groups.clone(),
+        );
+        registry.register(
+            "state_bytes",
+            "Bytes of window and history state",
+            m.state_bytes.clone(),
+        );
+        registry.register(
+            "sink_retries",
+            "Requests or items a sink sent again",
+            m.sink_retries.clone(),
+        );
+        registry.register(
+            "batch_duration_seconds",
+            "Time to process one micro-batch",
+            m.batch_seconds.clone(),
+        );
+        registry.register(
+            "checkpoint_duration_seconds",
+            "Time to write one checkpoint",
+            m.checkpoint_seconds.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Copies the runtime's totals in after a micro-batch of `batch` time.
+    pub fn publish(&self, snapshot: &Snapshot, batch: Duration) {
+        self.batch_seconds.observe(batch.as_secs_f64());
+        let mut watermarks = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        for (source, rows, late, watermark) in &snapshot.sources {
+            let labels = vec![("source", source.clone())];
+            raise(&self.events_in.get_or_create(&labels), *rows);
+            raise(&self.late_rows.get_or_create(&labels), *late);
+            watermarks.insert(source.clone(), *watermark);
+        }
+        for (query, rows) in &snapshot.rows_out {
+            raise(
+                &self.rows_out.get_or_create(&vec![("query", query.clone())]),
+                *rows,
+            );
+        }
+        for ((source, reason), count) in &snapshot.dead_letters {
+            let labels = vec![("source", source.clone()), ("reason", reason.clone())];
+            raise(&self.dead_letters.get_or_create(&labels), *count);
+        }
+        self.state_groups.set(snapshot.state.0 as i64);
+        self.state_bytes.set(snapshot.state.1 as i64);
+        for (sink, retries) in &snapshot.sink_retries {
+            raise(
+                &self
+                    .sink_retries
+                    .get_or_create(&vec![("sink", sink.clone())]),
+                *retries,
+            );
+        }
+    }
+
+    pub fn checkpoint_written(&self, duration: Duration) {
+        self.checkpoint_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// The OpenMetrics text of every metric, with the lags as of now.
+    pub fn encode(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let watermarks = self
+            .watermarks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (source, watermark) in watermarks {
+            // Before the first event and after the end there is no watermark.
+            if watermark != i64::MIN && watermark != i64::MAX {
+                let labels = vec![("source", source)];
+                let seconds = watermark as f64 / 1000.0;
+                self.watermark.get_or_create(&labels).set(seconds);
+                self.watermark_lag.get_or_create(&labels).set(now - seconds);
+            }
+        }
+        for (topic, partition, lag) in self.kafka_sources.iter().flat_map(KafkaLag::read) {
+            let labels = vec![("topic", topic), ("partition", partition.to_string())];
+            self.kafka_lag.get_or_create(&labels).set(lag as f64);
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Brings a counter up to the runtime's total (counters only go up).
+fn raise(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
