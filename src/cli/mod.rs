@@ -144,6 +144,7 @@ pub fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let json_logs = matches!(cli.log_format, LogFormat::Json);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -161,7 +162,10 @@ pub fn main() -> ExitCode {
     match runtime.block_on(execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match json_logs {
+                true => tracing::error!(error = %e, "streamsql stopped with an error"),
+                false => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -107,7 +107,7 @@ impl Metrics {
             m.dead_letters.clone(),
         );
         registry.register(
-            "watermark_seconds",
+            "watermark_timestamp_seconds",
             "A source's watermark (Unix time)",
             m.watermark.clone(),
         );
@@ -118,7 +118,7 @@ impl Metrics {
         );
         registry.register(
             "kafka_consumer_lag",
-            "Messages of a partition not read yet",
+            "Messages of a partition the pipeline has not processed yet",
             m.kafka_lag.clone(),
         );
         registry.register(
@@ -133,7 +133,7 @@ impl Metrics {
         );
         registry.register(
             "sink_retries",
-            "Requests or items a sink sent again",
+            "Times a sink sent a bulk request again (after 429/5xx answers, no answer, or items answered 429)",
             m.sink_retries.clone(),
         );
         registry.register(
@@ -152,9 +152,13 @@ impl Metrics {
         }
     }
 
-    /// Copies the runtime's totals in after a micro-batch of `batch` time.
-    pub fn publish(&self, snapshot: &Snapshot, batch: Duration) {
-        self.batch_seconds.observe(batch.as_secs_f64());
+    /// One micro-batch took `duration` (before its commit, if any).
+    pub fn batch_processed(&self, duration: Duration) {
+        self.batch_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// Copies the runtime's totals in.
+    pub fn publish(&self, snapshot: &Snapshot) {
         let mut watermarks = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
         for (source, rows, late, watermark) in &snapshot.sources {
             let labels = vec![("source", source.clone())];
@@ -193,20 +197,22 @@ impl Metrics {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let watermarks = self
-            .watermarks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (source, watermark) in watermarks {
+        // Held to the end: one scrape at a time rebuilds the gauges below.
+        let watermarks = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        for (source, watermark) in watermarks.iter() {
+            let labels = vec![("source", source.clone())];
             // Before the first event and after the end there is no watermark.
-            if watermark != i64::MIN && watermark != i64::MAX {
-                let labels = vec![("source", source)];
-                let seconds = watermark as f64 / 1000.0;
-                self.watermark.get_or_create(&labels).set(seconds);
-                self.watermark_lag.get_or_create(&labels).set(now - seconds);
+            if *watermark == i64::MIN || *watermark == i64::MAX {
+                self.watermark.remove(&labels);
+                self.watermark_lag.remove(&labels);
+                continue;
             }
+            let seconds = *watermark as f64 / 1000.0;
+            self.watermark.get_or_create(&labels).set(seconds);
+            self.watermark_lag.get_or_create(&labels).set(now - seconds);
         }
+        // Partitions revoked since the last scrape disappear.
+        self.kafka_lag.clear();
         for (topic, partition, lag) in self.kafka_sources.iter().flat_map(KafkaLag::read) {
             let labels = vec![("topic", topic), ("partition", partition.to_string())];
             self.kafka_lag.get_or_create(&labels).set(lag as f64);
@@ -214,6 +220,7 @@ impl Metrics {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        drop(watermarks);
         text
     }
 }

@@ -29,13 +29,28 @@ pub async fn serve(metrics: Arc<Metrics>, address: SocketAddr) -> Result<SocketA
     let bound = listener
         .local_addr()
         .map_err(|e| crate::StreamSqlError::io("metrics address", e))?;
+    // A few scrapers at a time, each with a short deadline: a flood of
+    // idle connections cannot take the descriptors the pipeline needs.
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                continue; // dropped: too many scrapers at once
+            };
             let metrics = Arc::clone(&metrics);
             tokio::spawn(async move {
                 // A scraper that hangs or sends garbage only loses its answer.
                 let _ =
-                    tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics)).await;
+                    tokio::time::timeout(Duration::from_secs(2), answer(stream, &metrics)).await;
+                drop(slot);
             });
         }
     });

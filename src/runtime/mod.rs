@@ -351,12 +351,13 @@ impl Pipeline {
                 summary.stopped_early = true;
                 break;
             }
+            self.metrics.batch_processed(batch_started.elapsed());
             if last_commit.elapsed() >= self.config.commit_interval {
                 self.commit(&mut summary).await?;
                 last_commit = Instant::now();
             }
             let snapshot = self.snapshot();
-            self.metrics.publish(&snapshot, batch_started.elapsed());
+            self.metrics.publish(&snapshot);
             progress.update(&summary, &snapshot, started.elapsed());
         }
         if !summary.stopped_early {
@@ -384,6 +385,8 @@ impl Pipeline {
             })
             .collect();
         progress.finish();
+        // The end of input emitted the last windows: a last scrape sees them.
+        self.metrics.publish(&self.snapshot());
         tracing::info!(
             pipeline = %self.name,
             events_in = summary.events_in,
@@ -578,6 +581,11 @@ impl Pipeline {
         };
         self.run_queries(index, streams, step, from, to).await?;
         self.sources[index].watermark = to;
+        if let (Some(lag), SourcePosition::Kafka { offsets, .. }) =
+            (self.sources[index].input.kafka_lag(), &batch.position)
+        {
+            lag.processed(offsets);
+        }
         self.sources[index].position = Some(batch.position);
         Ok(())
     }

@@ -28,21 +28,46 @@ pub struct KafkaSource {
     lag: KafkaLag,
 }
 
-/// Per assigned partition of a topic, the messages not read yet, as the
-/// reader last saw them (about every second, also while idle).
+/// Per assigned partition of a topic, the messages the pipeline has not
+/// processed yet: the partition's high watermark (as the reader last saw
+/// it, about every second, also while idle) minus the offset after the last
+/// message the runtime processed (before its first batch: the reader's).
 #[derive(Debug, Clone)]
 pub struct KafkaLag {
     topic: String,
-    lags: Arc<Mutex<BTreeMap<i32, i64>>>,
+    offsets: Arc<Mutex<LagOffsets>>,
+}
+
+#[derive(Debug, Default)]
+struct LagOffsets {
+    /// Per assigned partition, its high watermark.
+    high: BTreeMap<i32, i64>,
+    /// The reader's positions (read ahead of the runtime).
+    read: BTreeMap<i32, i64>,
+    /// The runtime's positions.
+    processed: BTreeMap<i32, i64>,
 }
 
 impl KafkaLag {
-    /// (topic, partition, messages not read yet) per assigned partition.
+    /// (topic, partition, messages not processed yet) per assigned partition.
     pub fn read(&self) -> Vec<(String, i32, i64)> {
-        let lags = self.lags.lock().unwrap_or_else(|e| e.into_inner());
-        lags.iter()
-            .map(|(p, lag)| (self.topic.clone(), *p, *lag))
+        let offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        offsets
+            .high
+            .iter()
+            .filter_map(|(p, high)| {
+                let from = offsets.processed.get(p).or(offsets.read.get(p))?;
+                Some((self.topic.clone(), *p, (high - from).max(0)))
+            })
             .collect()
+    }
+
+    /// The runtime has processed every message before `offsets`.
+    pub fn processed(&self, offsets: &BTreeMap<i32, i64>) {
+        self.offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .processed = offsets.clone();
     }
 }
 
@@ -113,7 +138,7 @@ impl KafkaSource {
             partitions: BTreeSet::new(),
             assigned_before: false,
         }));
-        let lags = Arc::new(Mutex::new(BTreeMap::new()));
+        let lags = Arc::new(Mutex::new(LagOffsets::default()));
         let context = GroupContext {
             topic: kafka.topic.clone(),
             assignment: Arc::clone(&shared),
@@ -168,7 +193,7 @@ impl KafkaSource {
             reader: Some(reader),
             lag: KafkaLag {
                 topic: kafka.topic.clone(),
-                lags,
+                offsets: lags,
             },
         })
     }
@@ -351,7 +376,7 @@ struct Reader {
     end_offsets: HashMap<i32, (i64, i64)>,
     assignment: Arc<Mutex<Assignment>>,
     partitions: BTreeMap<i32, PartitionClock>,
-    lags: Arc<Mutex<BTreeMap<i32, i64>>>,
+    lags: Arc<Mutex<LagOffsets>>,
 }
 
 /// One partition's records of the batch being cut.
@@ -426,10 +451,11 @@ impl Reader {
         }
     }
 
-    /// Per assigned partition, the messages after this runner's position, from
-    /// the high watermark librdkafka keeps from its fetch responses (no
-    /// request to the broker; librdkafka's own statistics count the lag from
-    /// the group's committed offset, which trails until the next checkpoint).
+    /// Records each assigned partition's high watermark as librdkafka keeps
+    /// it from its fetch responses (no request to the broker), and the
+    /// reader's positions, for [`KafkaLag`]. (librdkafka's own statistics
+    /// count the lag from the group's committed offset, which trails until
+    /// the next checkpoint.)
     fn update_lags(&self) {
         let (assigned, positions) = {
             let assignment = self.lock();
@@ -438,7 +464,7 @@ impl Reader {
         let Ok(topic) = std::ffi::CString::new(self.topic.as_str()) else {
             return;
         };
-        let mut lags = BTreeMap::new();
+        let mut high_watermarks = BTreeMap::new();
         for partition in assigned {
             let (mut low, mut high) = (-1i64, -1i64);
             // SAFETY: the client handle lives as long as `self.consumer`,
@@ -453,14 +479,13 @@ impl Reader {
                     &mut high,
                 )
             };
-            if answer == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
-                && high >= 0
-                && let Some(next) = positions.get(&partition)
-            {
-                lags.insert(partition, (high - next).max(0));
+            if answer == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
+                high_watermarks.insert(partition, high);
             }
         }
-        *self.lags.lock().unwrap_or_else(|e| e.into_inner()) = lags;
+        let mut offsets = self.lags.lock().unwrap_or_else(|e| e.into_inner());
+        offsets.high = high_watermarks;
+        offsets.read = positions;
     }
 
     /// Whether every assigned partition has been read up to the end offset
