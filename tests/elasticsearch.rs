@@ -223,16 +223,10 @@ fn refused_documents_go_to_the_dead_letters_and_the_rest_arrive() {
 
     // Every refused document is a dead letter with its reason and source...
     let mut letters: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for entry in std::fs::read_dir(out.join("dead_letters"))
-        .unwrap()
-        .flatten()
-    {
-        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
-            let letter: Value = serde_json::from_str(line).unwrap();
-            if letter["source"].as_str().unwrap().contains("elasticsearch") {
-                let position = letter["position"].as_str().unwrap().to_string();
-                letters.entry(position).or_default().push(letter);
-            }
+    for letter in common::dead_letters(&out) {
+        if letter["source"].as_str().unwrap().contains("elasticsearch") {
+            let position = letter["position"].as_str().unwrap().to_string();
+            letters.entry(position).or_default().push(letter);
         }
     }
     assert_eq!(letters.values().map(Vec::len).sum::<usize>(), refused.len());

@@ -86,18 +86,7 @@ async fn bad_rows_become_dead_letters_and_every_good_row_is_processed() {
     );
     assert_eq!(summary.events_in, 4);
     assert_eq!(summary.dead_letters.values().sum::<u64>(), 3);
-    let letters: Vec<serde_json::Value> = std::fs::read_dir(out.join("dead_letters"))
-        .unwrap()
-        .flatten()
-        .flat_map(|f| {
-            std::fs::read_to_string(f.path())
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .collect();
+    let letters = common::dead_letters(&out);
     let positions: Vec<String> = letters
         .iter()
         .map(|l| l["position"].as_str().unwrap().to_string())

@@ -209,17 +209,7 @@ fn w3_parses_the_apache_log_counts_every_good_line_and_dead_letters_the_cut_one(
     }
     assert_eq!(engine, per_minute);
 
-    let dead: Vec<serde_json::Value> = std::fs::read_dir(out.join("dead_letters"))
-        .unwrap()
-        .flatten()
-        .flat_map(|f| {
-            std::fs::read_to_string(f.path())
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let dead = common::dead_letters(&out);
     assert_eq!(dead.len(), 1, "{dead:?}");
     let position = dead[0]["position"].as_str().unwrap();
     assert!(

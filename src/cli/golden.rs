@@ -343,14 +343,7 @@ fn tempfile_dir(file: &Path) -> Result<PathBuf> {
 
 /// `columns` of every row of output table `table`, formatted and sorted.
 async fn table_rows(dir: &Path, table: &str, columns: &[String]) -> Result<Vec<String>> {
-    let has_parts = std::fs::read_dir(dir.join(table))
-        .map(|files| {
-            files
-                .flatten()
-                .any(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
-        })
-        .unwrap_or(false);
-    if !has_parts {
+    if !super::query::has_parquet_parts(&dir.join(table)) {
         return Ok(Vec::new());
     }
     let select = columns

@@ -34,14 +34,7 @@ pub async fn query_outputs(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
     let mut tables = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let has_parts = std::fs::read_dir(&path)
-            .map(|files| {
-                files
-                    .flatten()
-                    .any(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
-            })
-            .unwrap_or(false);
-        if has_parts {
+        if has_parquet_parts(&path) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let options = ParquetReadOptions::default().file_extension(".parquet");
             ctx.register_parquet(&name, path.to_string_lossy().as_ref(), options)
@@ -56,6 +49,17 @@ pub async fn query_outputs(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
         )
     })?;
     Ok(frame.collect().await?)
+}
+
+/// Whether `dir` holds Parquet parts (an output table with rows).
+pub fn has_parquet_parts(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|files| {
+            files
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+        })
+        .unwrap_or(false)
 }
 
 pub fn print(batches: &[RecordBatch], format: OutputFormat) -> Result<()> {

@@ -332,16 +332,17 @@ fn check_text_formats(source: &SourceConfig, report: &mut impl FnMut(&str, Strin
             format!("source `{name}` has `format: regex` but no `regex`"),
             "add `regex:` with a named group per column, e.g. `^(?P<ip>\\S+) ...`",
         ),
-        (Format::Regex, Some(pattern)) => match regex::Regex::new(pattern) {
-            Err(e) => report(
+        (Format::Regex, Some(_)) => match source.regex_groups() {
+            None => {}
+            Some(Err(e)) => report(
                 "regex:",
                 format!("source `{name}`: invalid regex: {e}"),
                 "fix the pattern (Rust regex syntax; single-quote it in YAML)",
             ),
-            Ok(regex) => {
+            Some(Ok((regex, found))) => {
                 let groups: Vec<&str> = regex.capture_names().flatten().collect();
-                for column in &source.columns {
-                    if !groups.contains(&column.name.as_str()) {
+                for (column, group) in source.columns.iter().zip(found) {
+                    if group.is_none() {
                         report(
                             "regex:",
                             format!(

@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 pub use load::{LoadedConfig, load};
 
+/// A source's compiled regex and, per column, its group index.
+pub type RegexGroups = (regex::Regex, Vec<Option<usize>>);
+
 /// The whole `pipelines.yaml` file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +135,28 @@ impl SourceConfig {
         kafka
             .into_iter()
             .chain(self.processing_time_column.as_ref())
+    }
+
+    /// For `format: regex` with a `regex`: the compiled pattern and, per
+    /// column, the index of its named group (`None`: no group of that name).
+    /// `check` reports what is wrong; the decoder uses it as it is.
+    pub fn regex_groups(&self) -> Option<Result<RegexGroups, regex::Error>> {
+        if self.format != Format::Regex {
+            return None;
+        }
+        let compiled = regex::Regex::new(self.regex.as_ref()?).map(|regex| {
+            let groups = self
+                .columns
+                .iter()
+                .map(|c| {
+                    regex
+                        .capture_names()
+                        .position(|n| n == Some(c.name.as_str()))
+                })
+                .collect();
+            (regex, groups)
+        });
+        Some(compiled)
     }
 
     /// Rows per micro-batch, whichever the source.

@@ -3,6 +3,8 @@
 //! on each micro-batch, our stateful window operator, and the part run on the
 //! rows the operator emits.
 
+use crate::error::Diagnostic;
+
 mod over;
 mod query;
 mod slot;
@@ -12,6 +14,18 @@ pub use over::{HistorySpec, OverPlan};
 pub use query::{QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan, with_window_columns};
 pub use slot::BatchSlot;
 pub use window_sql::WindowCall;
+
+/// A diagnostic of `file` at the first whole-word `word` of its `sql` (at
+/// the start of the file when the word is not there).
+pub(crate) fn diagnostic_at(
+    file: &str,
+    sql: &str,
+    word: &str,
+    message: impl Into<String>,
+) -> Diagnostic {
+    let (line, column) = locate_word(sql, word).unwrap_or((1, 1));
+    Diagnostic::new(file, Some(line), message).at_column(Some(column))
+}
 
 /// 1-based line and column of the first whole-word `word` in `text`.
 pub(crate) fn locate_word(text: &str, word: &str) -> Option<(usize, usize)> {

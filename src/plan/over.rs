@@ -25,9 +25,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::locate_word;
+use super::diagnostic_at;
 use super::slot::BatchSlot;
-use crate::error::{Diagnostic, Result, StreamSqlError};
+use crate::error::{Result, StreamSqlError};
 
 /// The column that marks the rows of this micro-batch in `post`'s input.
 pub const NEW_ROW: &str = "__streamsql_new_row";
@@ -74,11 +74,7 @@ pub async fn split_over(
     logical: LogicalPlan,
 ) -> Result<OverPlan> {
     let problem = |word: &str, message: String, fix: &str| -> StreamSqlError {
-        let (line, column) = locate_word(sql, word).unwrap_or((1, 1));
-        Diagnostic::new(file, Some(line), message)
-            .at_column(Some(column))
-            .with_fix(fix)
-            .into()
+        diagnostic_at(file, sql, word, message).with_fix(fix).into()
     };
     let chain = window_chain(&logical).ok_or_else(|| {
         problem(

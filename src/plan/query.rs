@@ -19,10 +19,10 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-use super::locate_word;
 use super::over::{OverPlan, has_window_functions, split_over};
 use super::slot::BatchSlot;
 use super::window_sql::{WindowCall, rewrite_window};
+use super::{diagnostic_at, locate_word};
 use crate::config::EmitMode;
 use crate::error::{Diagnostic, Result, StreamSqlError};
 use crate::window::{GroupColumn, WindowedAggregate};
@@ -260,9 +260,7 @@ impl QueryPlan {
         }
         if call.is_none() && has_window_functions(&logical)? {
             let over_input = |message: String, fix: &str| -> StreamSqlError {
-                let (line, column) = locate_word(sql, &input).unwrap_or((1, 1));
-                Diagnostic::new(&file_name, Some(line), message)
-                    .at_column(Some(column))
+                diagnostic_at(&file_name, sql, &input, message)
                     .with_fix(fix)
                     .into()
             };
@@ -421,8 +419,7 @@ fn bind_params(
     let mut problems = Vec::new();
     for (id, data_type) in &wanted {
         let name = id.trim_start_matches('$');
-        let (line, column) = locate_word(sql, id).unwrap_or((1, 1));
-        let at = Diagnostic::new(file, Some(line), String::new()).at_column(Some(column));
+        let at = diagnostic_at(file, sql, id, String::new());
         let scalar = match params.get(name) {
             Some(serde_yaml::Value::Bool(b)) => ScalarValue::Boolean(Some(*b)),
             Some(serde_yaml::Value::Number(n)) if n.is_i64() => ScalarValue::Int64(n.as_i64()),

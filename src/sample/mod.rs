@@ -233,27 +233,20 @@ pub fn server_metrics(path: &Path, servers: usize, minutes: usize, seed: u64) ->
         );
         let minute = step / 12;
         for s in 1..=servers {
-            let spike = |every: usize| (minute + s) % every == 0;
-            let cpu = if spike(17) {
-                85.0 + random.unit() * 14.0
-            } else {
-                20.0 + random.unit() * 50.0
+            // Every `every` minutes (shifted per server) a reading is drawn
+            // from the spike range (base, width), else from the normal one.
+            let mut draw = |every: usize, spike: (f64, f64), normal: (f64, f64)| {
+                let (base, width) = if (minute + s) % every == 0 {
+                    spike
+                } else {
+                    normal
+                };
+                base + random.unit() * width
             };
-            let mem = if spike(23) {
-                90.0 + random.unit() * 9.0
-            } else {
-                30.0 + random.unit() * 45.0
-            };
-            let net_in = if spike(29) {
-                6500.0 + random.unit() * 3000.0
-            } else {
-                500.0 + random.unit() * 3500.0
-            };
-            let disk = if spike(31) {
-                1900.0 + random.unit() * 900.0
-            } else {
-                20.0 + random.unit() * 900.0
-            };
+            let cpu = draw(17, (85.0, 14.0), (20.0, 50.0));
+            let mem = draw(23, (90.0, 9.0), (30.0, 45.0));
+            let net_in = draw(29, (6500.0, 3000.0), (500.0, 3500.0));
+            let disk = draw(31, (1900.0, 900.0), (20.0, 900.0));
             out.line(&format!(
                 "{ts},server_{s},{cpu:.2},{mem:.2},{net_in:.2},{:.2},{disk:.2}",
                 net_in * (0.8 + random.unit() * 0.4)

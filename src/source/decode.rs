@@ -51,23 +51,17 @@ impl Decoder {
         let event_time_index = schema.index_of(&config.event_time.column)?;
         let record_schema =
             Arc::new(schema.project(&(0..config.columns.len()).collect::<Vec<_>>())?);
-        let regex = match (&config.format, &config.regex) {
-            (Format::Regex, Some(pattern)) => {
-                let regex = Regex::new(pattern)
+        let regex = match config.regex_groups() {
+            None => None,
+            Some(compiled) => {
+                let (regex, groups) = compiled
                     .map_err(|e| StreamSqlError::Internal(format!("regex passed checks: {e}")))?;
-                let groups = config
-                    .columns
-                    .iter()
-                    .map(|c| {
-                        regex
-                            .capture_names()
-                            .position(|n| n == Some(c.name.as_str()))
-                    })
+                let groups = groups
+                    .into_iter()
                     .collect::<Option<Vec<usize>>>()
                     .ok_or_else(|| StreamSqlError::Internal("regex groups passed checks".into()))?;
                 Some((regex, groups))
             }
-            _ => None,
         };
         let text_schema = Arc::new(Schema::new(
             config

@@ -130,6 +130,20 @@ pub fn read_parts(dir: &Path) -> Vec<RecordBatch> {
     batches
 }
 
+/// Every dead letter a run wrote under `out/dead_letters`, as JSON.
+pub fn dead_letters(out: &Path) -> Vec<serde_json::Value> {
+    let mut letters = Vec::new();
+    for entry in std::fs::read_dir(out.join("dead_letters"))
+        .unwrap()
+        .flatten()
+    {
+        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            letters.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    letters
+}
+
 /// The stdout of a finished command, which must have succeeded.
 pub fn assert_ok(output: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
