@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::elasticsearch::{Osmem, http};
 use streamsql::config::SinkConfig;
-use streamsql::runtime::{RunOptions, Summary};
+use streamsql::metrics::Summary;
+use streamsql::runtime::RunOptions;
 
 const BULK_ROWS: usize = 5_000;
 const EVENTS: usize = 60_000;
@@ -29,11 +30,10 @@ fn run_w1(part: &Path, sink: SinkConfig, output: &Path) -> (Summary, Duration) {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut loaded = streamsql::config::load(&repo.join("pipelines.yaml")).expect("pipelines.yaml");
     let pipeline = loaded.file.pipelines.get_mut("task_failures").expect("W1");
-    pipeline.sources[0]
-        .replay
-        .as_mut()
-        .expect("file replay")
-        .path = part.display().to_string();
+    let streamsql::config::SourceInput::Replay(replay) = &mut pipeline.sources[0].input else {
+        panic!("W1 replays files")
+    };
+    replay.path = part.display().to_string();
     pipeline.queries[0].sinks = vec![sink];
     let options = RunOptions {
         output_dir: Some(output.to_path_buf()),
@@ -117,15 +117,19 @@ fn main() {
         .expect("sink config");
     let (sinked, es_time) = run_w1(&part, elasticsearch, &dir.join("es"));
     drop(es);
-    let stats = sinked.elasticsearch[0].1;
-    assert_eq!(stats.documents, rows, "every row became a document");
+    // The sink's summary line: `<name>: N documents in M bulk requests, ...`.
+    let line = &sinked.sinks[0];
+    let count_before = |word: &str| -> u64 {
+        let head = &line[..line.find(word).expect(word)];
+        head.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let (documents, requests) = (count_before(" documents"), count_before(" bulk requests"));
+    assert_eq!(documents, rows, "every row became a document: {line}");
     println!(
-        "W1 -> Elasticsearch: {} documents in {:.2} s = {:.0} documents/s ({:.0} events/s), {} bulk requests",
-        stats.documents,
+        "W1 -> Elasticsearch: {documents} documents in {:.2} s = {:.0} documents/s ({:.0} events/s), {requests} bulk requests",
         es_time.as_secs_f64(),
-        stats.documents as f64 / es_time.as_secs_f64(),
+        documents as f64 / es_time.as_secs_f64(),
         sinked.events_in as f64 / es_time.as_secs_f64(),
-        stats.requests
     );
     println!(
         "W1 -> Elasticsearch / plain bulk documents/s ratio: {:.2}",

@@ -18,7 +18,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use streamsql::replay::{ReplayOptions, create_topics, produce};
+use streamsql::cli::replay::{ReplayOptions, create_topics, produce};
 use streamsql::runtime::RunOptions;
 
 const TOPIC: &str = "task_events";
@@ -62,8 +62,7 @@ fn w1_from_kafka(brokers: &str, round: usize, output: &std::path::Path) -> (u64,
     let mut loaded = streamsql::config::load(&repo.join("pipelines.yaml")).expect("pipelines.yaml");
     let pipeline = loaded.file.pipelines.get_mut("task_failures").expect("W1");
     let source = &mut pipeline.sources[0];
-    source.replay = None;
-    source.kafka = Some(
+    source.input = streamsql::config::SourceInput::Kafka(
         serde_yaml::from_str(&format!(
             "{{ brokers: '{brokers}', topic: {TOPIC}, group: bench-w1-{round}, stop_at_end: true }}"
         ))

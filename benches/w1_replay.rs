@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use streamsql::config::SourceInput;
 use streamsql::runtime::{Pipeline, RunOptions};
 use streamsql::source::FileReplay;
 
@@ -27,8 +28,10 @@ fn main() {
     let mut loaded = streamsql::config::load(&repo.join("pipelines.yaml")).expect("pipelines.yaml");
     let pipeline = loaded.file.pipelines.get_mut("task_failures").expect("W1");
     if trace.is_dir() {
-        pipeline.sources[0].replay.as_mut().expect("replay").path =
-            format!("{}/part-*.csv.gz", trace.display());
+        let SourceInput::Replay(replay) = &mut pipeline.sources[0].input else {
+            panic!("W1 replays files")
+        };
+        replay.path = format!("{}/part-*.csv.gz", trace.display());
         println!("input: the real trace, {}", trace.display());
     } else {
         println!("input: the bundled sample (../shared/datasets absent)");
@@ -60,9 +63,11 @@ fn main() {
 
     let started = Instant::now();
     let decoded = runtime.block_on(async {
-        let replay_config = source.replay.clone().expect("replay");
+        let SourceInput::Replay(replay_config) = &source.input else {
+            panic!("W1 replays files")
+        };
         let mut replay =
-            FileReplay::start(&source, &replay_config, &loaded.base_dir, None).expect("replay");
+            FileReplay::start(&source, replay_config, &loaded.base_dir, None).expect("replay");
         let mut rows = 0;
         while let Some(batch) = replay.next_batch().await {
             rows += batch.expect("batch").rows.num_rows();

@@ -98,6 +98,9 @@ pub enum StreamSqlError {
     /// The checkpoint store (a directory or an object store bucket) failed.
     #[error("checkpoint store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    /// A checkpoint that cannot be restored and must not be skipped.
+    #[error("{0}")]
+    Checkpoint(String),
     /// A sink could not deliver (after its retries); nothing after the last
     /// checkpoint is lost.
     #[error("{0}")]
@@ -123,3 +126,20 @@ impl From<Diagnostic> for StreamSqlError {
 }
 
 pub type Result<T, E = StreamSqlError> = std::result::Result<T, E>;
+
+/// `Err(StreamSqlError::Internal(format!(...)))`: a broken invariant, as
+/// DataFusion's `internal_err!`.
+#[macro_export]
+macro_rules! internal_err {
+    ($($arg:tt)*) => {
+        Err($crate::error::StreamSqlError::Internal(format!($($arg)*)))
+    };
+}
+
+/// `StreamSqlError::Internal(format!(...))`, for `ok_or_else` and `map_err`.
+#[macro_export]
+macro_rules! internal_error {
+    ($($arg:tt)*) => {
+        $crate::error::StreamSqlError::Internal(format!($($arg)*))
+    };
+}

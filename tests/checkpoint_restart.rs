@@ -188,7 +188,7 @@ fn break_newest(out: &Path, how: usize) -> (u64, &'static str) {
         0 => {
             std::fs::remove_file(folder.join("manifest.json")).unwrap();
             // A folder without manifest is not listed by `newest_checkpoint`.
-            (newest, "no readable manifest")
+            (newest, "the manifest is missing")
         }
         1 => {
             std::fs::write(folder.join("manifest.json"), "{\"format\": 1, \"seq").unwrap();
@@ -229,6 +229,80 @@ fn a_broken_newest_checkpoint_is_skipped_for_the_one_before() {
         assert_same_outputs(&expected, &outputs(&out));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unreadable_or_foreign_checkpoint_stops_the_run_and_keeps_every_output() {
+    let dir = common::scratch_dir("unusable-checkpoint");
+    let config = write_pipeline(&dir, &sample_glob(), 5_000);
+    let cases: [(&str, fn(&Path), &str); 3] = [
+        (
+            "unreadable",
+            // A read that fails (here: a symbolic link to itself, which no
+            // permission bit could do for root) proves nothing about the
+            // checkpoint: it must not be skipped.
+            |folder| {
+                let state = folder.join("task_failure_metrics.parquet");
+                std::fs::remove_file(&state).unwrap();
+                std::os::unix::fs::symlink(&state, &state).unwrap();
+            },
+            "cannot read the state of `task_failure_metrics`",
+        ),
+        (
+            "other-format",
+            |folder| {
+                let manifest = folder.join("manifest.json");
+                let text = std::fs::read_to_string(&manifest).unwrap();
+                let text = text.replacen("\"format\": 2", "\"format\": 1", 1);
+                std::fs::write(&manifest, text).unwrap();
+            },
+            "written in checkpoint format 1",
+        ),
+        (
+            "other-pipeline",
+            |folder| {
+                let manifest = folder.join("manifest.json");
+                let text = std::fs::read_to_string(&manifest).unwrap();
+                std::fs::write(
+                    &manifest,
+                    text.replacen("\"pipeline\": \"p\"", "\"pipeline\": \"other\"", 1),
+                )
+                .unwrap();
+            },
+            "belongs to pipeline `other`",
+        ),
+    ];
+    for (name, damage, why) in cases {
+        let out = dir.join(name);
+        common::assert_ok(&run(&config, &out, &["--stop-after-batches", "7"]));
+        let parts_before = parts(&out);
+        let newest = common::newest_checkpoint(&out).expect("a checkpoint");
+        damage(&out.join("_checkpoints").join(format!("chk-{newest:012}")));
+        let output = run(&config, &out, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{name}: the run went on: {stderr}"
+        );
+        assert!(stderr.contains(why), "{name}: {stderr}");
+        assert_eq!(parts(&out), parts_before, "{name}: outputs were touched");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every output part file under `out` (not checkpoints), sorted.
+fn parts(out: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(out).unwrap().flatten() {
+        if entry.file_name() == "_checkpoints" || !entry.path().is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
+            found.push(file.path());
+        }
+    }
+    found.sort();
+    found
 }
 
 #[test]

@@ -42,17 +42,28 @@ fn check_and_explain_accept_the_repository_pipelines() {
     let text = String::from_utf8_lossy(&explain.stdout);
     assert!(
         text.contains(
-            "window operator: HOP(slide 30s, size 2m) on `time`, keys [machine_id, job_id]"
-        ),
+            "window aggregate HOP(slide 30s, size 2m) on `time`, keys [machine_id, job_id]"
+        ) && text.contains("emit final")
+            && text.contains("state: partial aggregates per pane and key")
+            && text.contains("(bounded by the watermark)"),
         "{text}"
     );
     assert!(text.contains("sinks: parquet"), "{text}");
     let rules = streamsql(&["explain", "web_logs"]);
     let text = String::from_utf8_lossy(&rules.stdout);
     assert!(
-        text.contains("query response_time_anomalies (reads service_metrics, emit final)")
-            && text
-                .contains("key history: the newest 10 rows per [service], ordered by window_start"),
+        text.contains("query response_time_anomalies (reads service_metrics)")
+            && text.contains(
+                "window functions over each key's earlier rows, partitioned by [service], ordered by window_start"
+            )
+            && text.contains("state: the newest 10 rows per key"),
+        "{text}"
+    );
+    // Every query says what its state holds and what bounds it, or that it keeps none.
+    let queries = text.matches("\nquery ").count() + usize::from(text.starts_with("query "));
+    assert_eq!(text.matches("  state: ").count(), queries, "{text}");
+    assert!(
+        text.contains("row-local: each row on its own") && text.contains("state: none"),
         "{text}"
     );
     let live = streamsql(&["explain", "task_failures_live"]);

@@ -354,10 +354,10 @@ fn repo_file(name: &str) -> PathBuf {
 #[tokio::test]
 async fn kibana_saved_objects_resolve_and_use_w1_columns() {
     let loaded = streamsql::config::load(&repo_file("pipelines.yaml")).unwrap();
-    let plans = streamsql::runtime::plan_pipeline(&loaded, "task_failures_live")
+    let plans = streamsql::plan::plan_pipeline(&loaded, "task_failures_live")
         .await
         .unwrap();
-    let schema = &plans[0].output_schema;
+    let schema = &plans.queries[0].output_schema;
     let has_column = |name: &str| schema.index_of(name).is_ok();
 
     let text = std::fs::read_to_string(repo_file("kibana/w1-task-failures.ndjson")).unwrap();

@@ -368,7 +368,9 @@ async fn w2_from_kafka_equals_batch_sql() {
     let mut loaded = streamsql::config::load(&repo.join("pipelines.yaml")).unwrap();
     let pipeline = loaded.file.pipelines.get_mut("resource_usage").unwrap();
     for source in &mut pipeline.sources {
-        let kafka = source.kafka.as_mut().unwrap();
+        let streamsql::config::SourceInput::Kafka(kafka) = &mut source.input else {
+            panic!("a Kafka source")
+        };
         kafka.brokers = broker.address.clone();
         kafka.stop_when_idle = None;
         kafka.stop_at_end = true;

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use streamsql::runtime::Summary;
+use streamsql::metrics::Summary;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
@@ -253,7 +253,7 @@ async fn check_error(dir: &Path) -> String {
         Ok(loaded) => loaded,
         Err(e) => return e.to_string(),
     };
-    match streamsql::runtime::plan_pipeline(&loaded, "p").await {
+    match streamsql::plan::plan_pipeline(&loaded, "p").await {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.to_string(),
     }

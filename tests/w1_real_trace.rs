@@ -31,8 +31,10 @@ async fn w1_equals_batch_sql_over_the_real_trace() {
         .pipelines
         .get_mut("task_failures")
         .expect("W1 pipeline");
-    pipeline.sources[0].replay.as_mut().expect("replay").path =
-        format!("{}/part-*.csv.gz", trace.display());
+    let streamsql::config::SourceInput::Replay(replay) = &mut pipeline.sources[0].input else {
+        panic!("W1 replays files")
+    };
+    replay.path = format!("{}/part-*.csv.gz", trace.display());
     pipeline.queries[0]
         .sinks
         .retain(|s| matches!(s, streamsql::config::SinkConfig::Parquet(_)));

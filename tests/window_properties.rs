@@ -1,8 +1,10 @@
 //! Property tests of the window operator against a brute-force evaluation:
 //! random disorder, random micro-batch sizes, random windows and watermark
 //! delays, and runs stopped and restarted from their checkpoints at random
-//! micro-batches. The reference replays the same micro-batches, keeps raw rows per
-//! window and computes every aggregate from scratch.
+//! micro-batches. The reference knows nothing of micro-batches: it takes the
+//! events one by one, each against the watermark of the events before it,
+//! keeps raw rows per window and computes every aggregate from scratch. So
+//! every case also checks that the answer does not depend on the batch size.
 
 mod common;
 
@@ -79,51 +81,42 @@ fn aggregate(values: &[i64]) -> Values {
 }
 
 /// The brute-force reference: (final rows, late events).
-fn reference(
-    events: &[Event],
-    window: Window,
-    batch_rows: usize,
-    delay: i64,
-) -> (Rows, Vec<(i64, String, i64)>) {
+fn reference(events: &[Event], window: Window, delay: i64) -> (Rows, Vec<(i64, String, i64)>) {
     let mut watermark = i64::MIN;
     let mut late = Vec::new();
     let mut out = Rows::new();
     // Fixed windows: raw values per window; sessions: open sessions per key.
     let mut fixed: BTreeMap<(i64, i64, String), Vec<i64>> = BTreeMap::new();
     let mut sessions = Sessions::new();
-    for batch in events.chunks(batch_rows) {
-        for e in batch {
-            let windows = window.windows_of(e.t);
-            let open: Vec<&(i64, i64)> =
-                windows.iter().filter(|(_, end)| *end > watermark).collect();
-            if open.is_empty() {
-                late.push((e.t, e.k.clone(), e.v));
-                continue;
-            }
-            match window {
-                Window::Session(gap) => {
-                    let list = sessions.entry(e.k.clone()).or_default();
-                    let (mut start, mut end, mut values) = (e.t, e.t + gap, vec![e.v]);
-                    list.retain(|(s, en, vals)| {
-                        let overlaps = *s < end && start < *en;
-                        if overlaps {
-                            start = start.min(*s);
-                            end = end.max(*en);
-                            values.extend(vals);
-                        }
-                        !overlaps
-                    });
-                    list.push((start, end, values));
-                }
-                _ => {
-                    for (s, en) in open {
-                        fixed.entry((*s, *en, e.k.clone())).or_default().push(e.v);
+    for e in events {
+        let windows = window.windows_of(e.t);
+        let open: Vec<&(i64, i64)> = windows.iter().filter(|(_, end)| *end > watermark).collect();
+        if open.is_empty() {
+            late.push((e.t, e.k.clone(), e.v));
+            continue;
+        }
+        match window {
+            Window::Session(gap) => {
+                let list = sessions.entry(e.k.clone()).or_default();
+                let (mut start, mut end, mut values) = (e.t, e.t + gap, vec![e.v]);
+                list.retain(|(s, en, vals)| {
+                    let overlaps = *s < end && start < *en;
+                    if overlaps {
+                        start = start.min(*s);
+                        end = end.max(*en);
+                        values.extend(vals);
                     }
+                    !overlaps
+                });
+                list.push((start, end, values));
+            }
+            _ => {
+                for (s, en) in open {
+                    fixed.entry((*s, *en, e.k.clone())).or_default().push(e.v);
                 }
             }
         }
-        let max_t = batch.iter().map(|e| e.t).max().unwrap();
-        watermark = watermark.max(max_t - delay);
+        watermark = watermark.max(e.t - delay);
         close(&mut fixed, &mut sessions, watermark, &mut out);
     }
     close(&mut fixed, &mut sessions, i64::MAX, &mut out);
@@ -324,7 +317,7 @@ proptest! {
     ) {
         let trigger = if slow_trigger { "1h" } else { "0s" };
         let dir = common::scratch_dir("props");
-        let (expected, expected_late) = reference(&events, window, batch_rows, delay);
+        let (expected, expected_late) = reference(&events, window, delay);
 
         let final_rows = engine_rows(&run_case(&dir, &events, window, batch_rows, delay, &Run { emit: "final", trigger, stops: &stops }));
         let mut late = late_rows(&dir);

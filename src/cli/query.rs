@@ -1,14 +1,86 @@
 //! `streamsql query`: SQL over a pipeline's Parquet outputs, so analysts need
 //! no other tool. Every output folder (`<query>`, `<source>_late`) is a table.
+//! Read-only: DDL, DML and `COPY ... TO` are refused.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::arrow::{csv, json};
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
+use crate::config;
 use crate::error::{Diagnostic, Result, StreamSqlError};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The SQL, or the path of a `.sql` file holding it.
+    sql: String,
+    /// The pipeline whose outputs to read (default: the only one, or the
+    /// only one that has written outputs).
+    #[arg(short, long)]
+    pipeline: Option<String>,
+    /// Read outputs from here instead of the pipeline's output_dir.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: OutputFormat,
+}
+
+pub async fn execute(args: Args, config: &Path) -> Result<()> {
+    let dir = match args.output {
+        Some(dir) => dir,
+        None => outputs_of(config, args.pipeline)?,
+    };
+    // A path to a .sql file runs the file (queries/batch/*.sql).
+    let sql = match args.sql.trim_end().ends_with(".sql") && Path::new(&args.sql).is_file() {
+        true => std::fs::read_to_string(&args.sql)
+            .map_err(|e| StreamSqlError::io(format!("cannot read {}", args.sql), e))?,
+        false => args.sql,
+    };
+    let batches = query_outputs(&dir, &sql).await?;
+    print(&batches, args.format)
+}
+
+/// The output folder of `pipeline`, or of the only pipeline there is, or of
+/// the only one that has written outputs.
+fn outputs_of(config: &Path, pipeline: Option<String>) -> Result<PathBuf> {
+    let loaded = config::load(config)?;
+    let dirs: Vec<(&String, PathBuf)> = loaded
+        .file
+        .pipelines
+        .iter()
+        .filter(|(name, _)| pipeline.as_ref().is_none_or(|p| p == *name))
+        .map(|(name, p)| (name, loaded.output_dir(name, p)))
+        .collect();
+    if let [(_, dir)] = dirs.as_slice() {
+        return Ok(dir.clone());
+    }
+    if let Some(name) = &pipeline {
+        return Err(loaded
+            .pipeline(name)
+            .err()
+            .unwrap_or_else(|| crate::internal_error!("pipeline {name} found twice")));
+    }
+    let written: Vec<&(&String, PathBuf)> = dirs.iter().filter(|(_, d)| d.is_dir()).collect();
+    match written.as_slice() {
+        [(_, dir)] => Ok(dir.clone()),
+        _ => {
+            let names: Vec<&str> = written.iter().map(|(n, _)| n.as_str()).collect();
+            Err(Diagnostic::new(
+                config.display().to_string(),
+                None,
+                "several pipelines: which outputs?",
+            )
+            .with_fix(match names.is_empty() {
+                true => "run a pipeline first, then pass --pipeline NAME".to_string(),
+                false => format!("pass --pipeline NAME (with outputs: {})", names.join(", ")),
+            })
+            .into())
+        }
+    }
+}
 
 /// How `query` prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +114,11 @@ pub async fn query_outputs(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
             tables.push(name);
         }
     }
-    let frame = ctx.sql(sql).await.map_err(|e| {
+    let read_only = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let frame = ctx.sql_with_options(sql, read_only).await.map_err(|e| {
         StreamSqlError::from(
             Diagnostic::new("query", None, e.strip_backtrace())
                 .with_fix(format!("tables here: {}", tables.join(", "))),

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{ColumnType, Format, PipelineConfig, PipelinesFile, SourceConfig};
+use super::{PipelineConfig, PipelinesFile};
 use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
+use crate::source::{ColumnType, Format, SourceConfig};
 
 /// A parsed and checked configuration with the text of every SQL file.
 #[derive(Debug, Clone)]
@@ -224,17 +225,6 @@ fn check_pipeline(
                 );
             }
         }
-        match (&source.replay, &source.kafka) {
-            (Some(_), Some(_)) | (None, None) => report(
-                &format!("name: {}", source.name),
-                format!(
-                    "source `{}` needs exactly one of `replay` and `kafka`",
-                    source.name
-                ),
-                "keep `replay: { path: ... }` for files or `kafka: { brokers: ..., topic: ... }`",
-            ),
-            _ => {}
-        }
         for name in source.added_columns() {
             if source.columns.iter().any(|c| &c.name == name) {
                 report(
@@ -265,6 +255,16 @@ fn check_pipeline(
                 report(
                     &format!("name: {}", column.name),
                     format!("`{}` is reserved for window bounds", column.name),
+                    "rename the column",
+                );
+            }
+            if column.name.starts_with("__streamsql") {
+                report(
+                    &format!("name: {}", column.name),
+                    format!(
+                        "`{}`: names starting with `__streamsql` are the engine's",
+                        column.name
+                    ),
                     "rename the column",
                 );
             }

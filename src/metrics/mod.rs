@@ -1,4 +1,6 @@
-//! Prometheus metrics of a running pipeline (`run --metrics-address`).
+//! What a running pipeline tells people: Prometheus metrics (`run
+//! --metrics-address`), the live progress line and the end-of-run summary
+//! ([`progress`]).
 //!
 //! The runtime keeps its own totals (rows in and out, late rows, dead
 //! letters, sink retries); after every micro-batch [`Metrics::publish`]
@@ -6,6 +8,7 @@
 //! exports it. `prometheus-client` encodes the OpenMetrics text that
 //! Prometheus scrapes from `/metrics` (see [`serve`]).
 
+mod progress;
 mod serve;
 
 use std::borrow::Cow;
@@ -20,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use progress::{CheckpointStats, Progress, Restored, Summary};
 pub use serve::serve;
 
 use crate::source::KafkaLag;

@@ -1,19 +1,113 @@
-//! From a `.sql` file to what runs: DataFusion plans each query once, and a
-//! windowed query's physical plan is split at its aggregate into the part run
-//! on each micro-batch, our stateful window operator, and the part run on the
-//! rows the operator emits.
+//! From `pipelines.yaml` and `.sql` files to the operator graph that runs.
+//!
+//! A pipeline's tables are its sources, each source's late rows
+//! (`<source>_late`) and its queries' results; a query reading another's
+//! results is an edge of the graph. DataFusion plans each query once; the
+//! plan is then split into row-local sub-plans and one stateful operator
+//! (see [`crate::operator`]), or refused by the batch-invariance rule
+//! ([`incremental`]) when it has no incremental form.
 
-use crate::error::Diagnostic;
+use std::sync::Arc;
 
+use crate::config::{EmitMode, LoadedConfig};
+use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
+
+pub(crate) mod incremental;
 mod over;
+mod params;
 mod query;
 mod slot;
 mod window_sql;
 
-pub use over::{HistorySpec, OverPlan};
-pub use query::{QueryPlan, QueryShape, TableDef, TableRole, WindowedPlan, with_window_columns};
+pub use over::HistorySpec;
+pub use query::{QueryPlan, TableDef, TableRole, with_window_columns};
 pub use slot::BatchSlot;
-pub use window_sql::WindowCall;
+pub use window_sql::{WATERMARK_COLUMN, WindowCall};
+
+/// A pipeline planned: every table and the query that produces each result.
+pub struct PipelinePlan {
+    pub tables: Vec<TableDef>,
+    /// In declaration order, which is an order of the graph: a query reads
+    /// only sources and earlier queries.
+    pub queries: Vec<QueryPlan>,
+}
+
+/// Plans every query of pipeline `name`, reporting all problems at once.
+pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<PipelinePlan> {
+    let pipeline = loaded.pipeline(name)?;
+    let mut tables = Vec::new();
+    for source in &pipeline.sources {
+        let schema = source.schema();
+        tables.push(TableDef {
+            name: source.name.clone(),
+            schema: Arc::clone(&schema),
+            role: TableRole::Source {
+                event_time: source.event_time.column.clone(),
+            },
+        });
+        tables.push(TableDef {
+            name: format!("{}_late", source.name),
+            schema,
+            role: TableRole::Late,
+        });
+    }
+    let mut queries = Vec::new();
+    let mut problems = Vec::new();
+    for query in &pipeline.queries {
+        let (path, sql) = loaded.sql_of(name, &query.name);
+        let plan = QueryPlan::build(
+            &query.name,
+            path,
+            sql,
+            query.emit,
+            &tables,
+            &pipeline.params,
+        )
+        .await;
+        match plan {
+            Ok(plan) => {
+                problems.extend(crate::sink::check_settings(loaded, name, query, &plan));
+                tables.push(TableDef {
+                    name: query.name.clone(),
+                    schema: Arc::clone(&plan.output_schema),
+                    role: output_role(&plan, &tables),
+                });
+                queries.push(plan);
+            }
+            Err(StreamSqlError::Invalid(Diagnostics(found))) => problems.extend(found),
+            Err(other) => return Err(other),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(StreamSqlError::Invalid(Diagnostics(problems)));
+    }
+    Ok(PipelinePlan { tables, queries })
+}
+
+/// What a query's rows are: window results, once each unless it emits
+/// updates; a query reading another's rows inherits what they are.
+fn output_role(plan: &QueryPlan, tables: &[TableDef]) -> TableRole {
+    if plan.windowed {
+        return TableRole::Query {
+            windows: true,
+            updates: plan.emit == EmitMode::Update,
+        };
+    }
+    match tables
+        .iter()
+        .find(|t| t.name == plan.input)
+        .map(|t| &t.role)
+    {
+        Some(TableRole::Query { windows, updates }) => TableRole::Query {
+            windows: *windows,
+            updates: *updates,
+        },
+        _ => TableRole::Query {
+            windows: false,
+            updates: false,
+        },
+    }
+}
 
 /// A diagnostic of `file` at the first whole-word `word` of its `sql` (at
 /// the start of the file when the word is not there).
@@ -29,13 +123,29 @@ pub(crate) fn diagnostic_at(
 
 /// 1-based line and column of the first whole-word `word` in `text`.
 pub(crate) fn locate_word(text: &str, word: &str) -> Option<(usize, usize)> {
+    locate(text, word, |a, b| a == b)
+}
+
+/// Like [`locate_word`], ignoring ASCII case (for SQL keywords).
+pub(crate) fn locate_keyword(text: &str, keyword: &str) -> Option<(usize, usize)> {
+    locate(text, keyword, |a, b| a.eq_ignore_ascii_case(b))
+}
+
+fn locate(text: &str, word: &str, same: impl Fn(&str, &str) -> bool) -> Option<(usize, usize)> {
     let is_ident = |c: char| c.is_alphanumeric() || c == '_';
     for (l, line) in text.lines().enumerate() {
-        for (c, _) in line.match_indices(word) {
-            let before = line[..c].chars().next_back();
-            let after = line[c + word.len()..].chars().next();
+        let code = line.split("--").next().unwrap_or(line);
+        for (c, _) in code.char_indices() {
+            let Some(candidate) = code.get(c..c + word.len()) else {
+                continue;
+            };
+            if !same(candidate, word) {
+                continue;
+            }
+            let before = code[..c].chars().next_back();
+            let after = code[c + word.len()..].chars().next();
             if !before.is_some_and(is_ident) && !after.is_some_and(is_ident) {
-                return Some((l + 1, line[..c].chars().count() + 1));
+                return Some((l + 1, code[..c].chars().count() + 1));
             }
         }
     }

@@ -4,7 +4,7 @@
 //! Each micro-batch brings only the newest windows, but `lag(x) OVER
 //! (PARTITION BY service ORDER BY window_start)` needs the key's earlier
 //! ones. The engine keeps, per key, as many earlier rows as the functions can
-//! look back (the history, see [`crate::history`]) and runs the window
+//! look back (the history, see [`crate::operator::history`]) and runs the window
 //! functions over history + new rows. The logical plan is cut below its
 //! window functions: `pre` (scan, WHERE, projections) runs on the new rows;
 //! `post` reads history and new rows from a slot with an extra marker column,

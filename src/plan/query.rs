@@ -1,4 +1,5 @@
-//! Planning one query and splitting its plan at the windowed aggregate.
+//! Planning one query: its SQL to a DataFusion plan, split into row-local
+//! sub-plans around the one operator that keeps state, or refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -6,11 +7,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::streaming::StreamingTable;
-use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::Dialect;
 use datafusion::error::DataFusionError;
-use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, aggregate_expressions};
@@ -19,13 +18,18 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-use super::over::{OverPlan, has_window_functions, split_over};
+use super::incremental::{refuse_statement, require_row_local};
+use super::over::{has_window_functions, split_over};
+use super::params::bind_params;
 use super::slot::BatchSlot;
-use super::window_sql::{WindowCall, rewrite_window};
+use super::window_sql::{WATERMARK_COLUMN, WindowCall, rewrite_window};
 use super::{diagnostic_at, locate_word};
 use crate::config::EmitMode;
 use crate::error::{Diagnostic, Result, StreamSqlError};
-use crate::window::{GroupColumn, WindowedAggregate};
+use crate::operator::history::HistoryOperator;
+use crate::operator::row_local::RowLocal;
+use crate::operator::window::{GroupColumn, WindowOperator, WindowedAggregate};
+use crate::operator::{Operator, SubPlan};
 
 /// A table a query may select from.
 #[derive(Debug, Clone)]
@@ -47,43 +51,23 @@ pub enum TableRole {
     Query { windows: bool, updates: bool },
 }
 
-/// How a planned query runs.
-pub enum QueryShape {
-    /// Filters and projections: the whole plan runs on each micro-batch.
-    Stateless { plan: Arc<dyn ExecutionPlan> },
-    /// A windowed aggregate, split around the window operator.
-    Windowed(Box<WindowedPlan>),
-    /// Window functions over a key's earlier rows, split around its history.
-    Over(Box<OverPlan>),
-}
-
-/// `pre` runs on each micro-batch and feeds the window operator; `post` runs
-/// on the rows the operator emits (through `post_input`).
-pub struct WindowedPlan {
-    pub call: WindowCall,
-    pub pre: Arc<dyn ExecutionPlan>,
-    pub aggregate: WindowedAggregate,
-    pub post_input: BatchSlot,
-    pub post: Arc<dyn ExecutionPlan>,
-}
-
-/// One query, planned.
+/// One query, planned into its operator.
 pub struct QueryPlan {
     pub name: String,
     pub emit: EmitMode,
-    /// The one table it reads, and the slot its rows go in.
+    /// The one table it reads.
     pub input: String,
-    pub input_slot: BatchSlot,
-    pub input_schema: SchemaRef,
-    pub shape: QueryShape,
+    /// Whether it aggregates windows (its rows are window results).
+    pub windowed: bool,
     pub output_schema: SchemaRef,
-    pub task_ctx: Arc<TaskContext>,
+    pub operator: Box<dyn Operator>,
 }
 
-/// The two columns a windowed query's source gains: each row's pane bounds.
+/// The columns a windowed query's source gains: each row's pane bounds as
+/// `window_start`/`window_end`, and the watermark it met.
 pub fn with_window_columns(schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for name in ["window_start", "window_end"] {
+    for name in ["window_start", "window_end", WATERMARK_COLUMN] {
         fields.push(Field::new(
             name,
             DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -164,7 +148,11 @@ impl QueryPlan {
                 )
             })?;
         let call = match &mut statement {
-            DFStatement::Statement(inner) => rewrite_window(inner, &file_name)?,
+            DFStatement::Statement(inner) => {
+                let call = rewrite_window(inner, &file_name)?;
+                refuse_statement(&file_name, sql, inner).map_err(StreamSqlError::Invalid)?;
+                call
+            }
             _ => {
                 return Err(Diagnostic::new(&file_name, Some(1), "not a query")
                     .with_fix("a query file holds one SELECT statement")
@@ -181,7 +169,7 @@ impl QueryPlan {
             let provider =
                 StreamingTable::try_new(Arc::clone(&schema), vec![Arc::new(slot.clone())])?;
             ctx.register_table(table.name.as_str(), Arc::new(provider))?;
-            slots.push((table, slot, schema));
+            slots.push((table, slot));
         }
         let logical = state.statement_to_plan(statement).await.map_err(|e| {
             sql_diagnostic(
@@ -216,13 +204,10 @@ impl QueryPlan {
                 .into());
             }
         };
-        let Some((table, input_slot, input_schema)) =
-            slots.into_iter().find(|(t, _, _)| t.name == input)
-        else {
-            return Err(StreamSqlError::Internal(format!(
-                "planned table {input} is not registered"
-            )));
+        let Some((table, input_slot)) = slots.into_iter().find(|(t, _)| t.name == input) else {
+            return crate::internal_err!("planned table {input} is not registered");
         };
+        let call_windowed = call.is_some();
         if let Some(call) = &call {
             let at = Diagnostic::new(&file_name, Some(call.line), String::new())
                 .at_column(Some(call.column));
@@ -290,189 +275,92 @@ impl QueryPlan {
                 }
             }
             let over = split_over(&file_name, sql, &state, logical).await?;
-            if find_aggregate(&over.pre).is_some() || find_aggregate(&over.post).is_some() {
-                return Err(unbounded_group_by(&file_name));
-            }
+            require_row_local(&file_name, sql, &over.pre, false)?;
+            require_row_local(&file_name, sql, &over.post, true)?;
+            let task_ctx = ctx.task_ctx();
             let output_schema = over.post.schema();
+            let operator = HistoryOperator::new(
+                over.history,
+                SubPlan {
+                    input: input_slot,
+                    plan: over.pre,
+                    task_ctx: Arc::clone(&task_ctx),
+                },
+                SubPlan {
+                    input: over.post_input,
+                    plan: over.post,
+                    task_ctx,
+                },
+            )?;
             return Ok(Self {
                 name: name.to_string(),
                 emit,
                 input,
-                input_slot,
-                input_schema,
-                shape: QueryShape::Over(Box::new(over)),
+                windowed: false,
                 output_schema,
-                task_ctx: ctx.task_ctx(),
+                operator: Box::new(operator),
             });
         }
         let physical = state.create_physical_plan(&logical).await?;
         let task_ctx = ctx.task_ctx();
         let output_schema = physical.schema();
-        let shape = match call {
+        let operator: Box<dyn Operator> = match call {
             None => {
-                if find_aggregate(&physical).is_some() {
-                    return Err(unbounded_group_by(&file_name));
-                }
-                QueryShape::Stateless { plan: physical }
+                require_row_local(&file_name, sql, &physical, false)?;
+                Box::new(RowLocal::new(SubPlan {
+                    input: input_slot,
+                    plan: physical,
+                    task_ctx,
+                }))
             }
-            Some(call) => split_windowed(&file_name, call, physical)?,
+            Some(call) => {
+                let split = split_windowed(&file_name, &call, physical)?;
+                require_row_local(&file_name, sql, &split.pre, false)?;
+                require_row_local(&file_name, sql, &split.post, false)?;
+                Box::new(WindowOperator::new(
+                    call.time_column,
+                    split.aggregate,
+                    emit,
+                    SubPlan {
+                        input: input_slot,
+                        plan: split.pre,
+                        task_ctx: Arc::clone(&task_ctx),
+                    },
+                    SubPlan {
+                        input: split.post_input,
+                        plan: split.post,
+                        task_ctx,
+                    },
+                )?)
+            }
         };
         Ok(Self {
             name: name.to_string(),
             emit,
             input,
-            input_slot,
-            input_schema,
-            shape,
+            windowed: call_windowed,
             output_schema,
-            task_ctx,
+            operator,
         })
     }
 
-    /// Human-readable plan, for `explain`.
+    /// How the query runs, for `explain`.
     pub fn describe(&self) -> String {
-        let mut out = format!(
-            "query {} (reads {}, emit {})\n",
-            self.name,
-            self.input,
-            format!("{:?}", self.emit).to_lowercase()
-        );
-        match &self.shape {
-            QueryShape::Stateless { plan } => {
-                out.push_str("  per micro-batch:\n");
-                out.push_str(&indent(
-                    &displayable(plan.as_ref()).indent(true).to_string(),
-                ));
-            }
-            QueryShape::Over(over) => {
-                let OverPlan {
-                    pre, history, post, ..
-                } = over.as_ref();
-                let schema = pre.schema();
-                let name = |i: &usize| schema.field(*i).name().clone();
-                out.push_str("  per micro-batch, on the new rows:\n");
-                out.push_str(&indent(&displayable(pre.as_ref()).indent(true).to_string()));
-                out.push_str(&format!(
-                    "  key history: the newest {} rows per [{}], ordered by {}\n",
-                    history.depth,
-                    history.keys.iter().map(name).collect::<Vec<_>>().join(", "),
-                    name(&history.order)
-                ));
-                out.push_str("  over history + new rows (new rows kept):\n");
-                out.push_str(&indent(
-                    &displayable(post.as_ref()).indent(true).to_string(),
-                ));
-            }
-            QueryShape::Windowed(windowed) => {
-                let WindowedPlan {
-                    call,
-                    pre,
-                    aggregate,
-                    post,
-                    ..
-                } = windowed.as_ref();
-                out.push_str("  per micro-batch (feeds the window operator):\n");
-                out.push_str(&indent(&displayable(pre.as_ref()).indent(true).to_string()));
-                let keys: Vec<&str> = aggregate.keys.iter().map(|(_, n)| n.as_str()).collect();
-                let aggs: Vec<&str> = aggregate.aggregates.iter().map(|a| a.name()).collect();
-                out.push_str(&format!(
-                    "  window operator: {} on `{}`, keys [{}], aggregates [{}]\n",
-                    call.spec,
-                    call.time_column,
-                    keys.join(", "),
-                    aggs.join(", ")
-                ));
-                out.push_str("  on emitted rows:\n");
-                out.push_str(&indent(
-                    &displayable(post.as_ref()).indent(true).to_string(),
-                ));
-            }
+        let description = self.operator.describe();
+        let mut out = format!("query {} (reads {})\n", self.name, self.input);
+        out.push_str(&format!("  {}\n", description.summary));
+        match &description.state {
+            Some(state) => out.push_str(&format!("  state: {state}\n")),
+            None => out.push_str("  state: none\n"),
+        }
+        for (title, plan) in &description.plans {
+            out.push_str(&format!("  {title}:\n"));
+            out.push_str(&indent(
+                &displayable(plan.as_ref()).indent(true).to_string(),
+            ));
         }
         out
     }
-}
-
-fn unbounded_group_by(file: &str) -> StreamSqlError {
-    Diagnostic::new(
-        file,
-        Some(1),
-        "GROUP BY without a window keeps state forever",
-    )
-    .with_fix("group by TUMBLE(...), HOP(...) or SESSION(...) on the event time column")
-    .into()
-}
-
-/// Replaces the `$name` placeholders of the SQL with the pipeline's
-/// `params`, converted to the type the SQL expects where it implies one.
-fn bind_params(
-    file: &str,
-    sql: &str,
-    plan: LogicalPlan,
-    params: &BTreeMap<String, serde_yaml::Value>,
-) -> Result<LogicalPlan> {
-    let mut wanted: Vec<_> = plan.get_parameter_types()?.into_iter().collect();
-    if wanted.is_empty() {
-        return Ok(plan);
-    }
-    wanted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut values = Vec::new();
-    let mut problems = Vec::new();
-    for (id, data_type) in &wanted {
-        let name = id.trim_start_matches('$');
-        let at = diagnostic_at(file, sql, id, String::new());
-        let scalar = match params.get(name) {
-            Some(serde_yaml::Value::Bool(b)) => ScalarValue::Boolean(Some(*b)),
-            Some(serde_yaml::Value::Number(n)) if n.is_i64() => ScalarValue::Int64(n.as_i64()),
-            Some(serde_yaml::Value::Number(n)) => ScalarValue::Float64(n.as_f64()),
-            Some(serde_yaml::Value::String(s)) => ScalarValue::Utf8(Some(s.clone())),
-            Some(other) => {
-                problems.push(Diagnostic {
-                    message: format!(
-                        "parameter `{id}` is {other:?}, not a number, string or boolean"
-                    ),
-                    fix: format!(
-                        "give `params: {{ {name}: ... }}` a single value in pipelines.yaml"
-                    ),
-                    ..at
-                });
-                continue;
-            }
-            None => {
-                let known: Vec<&str> = params.keys().map(String::as_str).collect();
-                problems.push(Diagnostic {
-                    message: format!("parameter `{id}` has no value"),
-                    fix: format!(
-                        "declare it under the pipeline's `params:` in pipelines.yaml (declared: {})",
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                    ),
-                    ..at
-                });
-                continue;
-            }
-        };
-        let scalar = match data_type {
-            // Only a lossless conversion: 2.5 must not become 2.
-            Some(t) => match scalar.cast_to(t) {
-                Ok(cast) if cast.cast_to(&scalar.data_type()).ok().as_ref() == Some(&scalar) => {
-                    cast
-                }
-                _ => {
-                    problems.push(Diagnostic {
-                        message: format!("parameter `{id}` = {scalar} does not fit the {t} the SQL compares it with"),
-                        fix: format!("give `{name}` a value of type {t}"),
-                        ..at
-                    });
-                    continue;
-                }
-            },
-            None => scalar,
-        };
-        values.push((name.to_string(), scalar));
-    }
-    if !problems.is_empty() {
-        return Err(StreamSqlError::Invalid(crate::error::Diagnostics(problems)));
-    }
-    Ok(plan.with_param_values(values)?)
 }
 
 fn indent(text: &str) -> String {
@@ -498,11 +386,21 @@ fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan
     plan.children().into_iter().find_map(find_aggregate)
 }
 
+/// A windowed query's physical plan, taken apart at its aggregate: `pre`
+/// feeds the window operator, `post` (reading `post_input`) runs on what it
+/// emits.
+struct WindowedSplit {
+    pre: Arc<dyn ExecutionPlan>,
+    aggregate: WindowedAggregate,
+    post_input: BatchSlot,
+    post: Arc<dyn ExecutionPlan>,
+}
+
 fn split_windowed(
     file: &str,
-    call: WindowCall,
+    call: &WindowCall,
     physical: Arc<dyn ExecutionPlan>,
-) -> Result<QueryShape> {
+) -> Result<WindowedSplit> {
     let unsupported = |what: &str| -> StreamSqlError {
         Diagnostic::new(
             file,
@@ -518,7 +416,7 @@ fn split_windowed(
     let top = find_aggregate(&physical).ok_or_else(|| unsupported("no aggregate found"))?;
     let top_exec = top
         .downcast_ref::<AggregateExec>()
-        .ok_or_else(|| StreamSqlError::Internal("aggregate downcast".into()))?;
+        .ok_or_else(|| crate::internal_error!("aggregate downcast"))?;
     // A two-phase plan computes per-row work in the Partial aggregate.
     let lower = match top_exec.mode() {
         AggregateMode::Final | AggregateMode::FinalPartitioned => top_exec
@@ -532,14 +430,14 @@ fn split_windowed(
     };
     let lower_exec = lower
         .downcast_ref::<AggregateExec>()
-        .ok_or_else(|| StreamSqlError::Internal("aggregate downcast".into()))?;
+        .ok_or_else(|| crate::internal_error!("aggregate downcast"))?;
     if find_aggregate(lower_exec.input()).is_some() {
         return Err(unsupported("an aggregate below the windowed aggregate"));
     }
     if !lower_exec.group_expr().is_single() {
         return Err(unsupported("GROUPING SETS, CUBE and ROLLUP"));
     }
-    let mut pane_start = None;
+    let (mut pane_start, mut watermark) = (None, None);
     let mut keys = Vec::new();
     let mut group_columns = Vec::new();
     for (expr, name) in lower_exec.group_expr().expr() {
@@ -550,6 +448,10 @@ fn split_windowed(
                 group_columns.push(GroupColumn::WindowStart);
             }
             Some("window_end") => group_columns.push(GroupColumn::WindowEnd),
+            Some(WATERMARK_COLUMN) => {
+                watermark = Some(Arc::clone(expr));
+                group_columns.push(GroupColumn::Watermark);
+            }
             _ => {
                 group_columns.push(GroupColumn::Key(keys.len()));
                 keys.push((Arc::clone(expr), name.clone()));
@@ -557,9 +459,11 @@ fn split_windowed(
         }
     }
     let pane_start = pane_start.ok_or_else(|| unsupported("window_start is not a group column"))?;
+    let watermark = watermark.ok_or_else(|| unsupported("the watermark is not a group column"))?;
     let aggregate = WindowedAggregate {
         spec: call.spec,
         pane_start,
+        watermark,
         keys,
         group_columns,
         aggregates: lower_exec.aggr_expr().to_vec(),
@@ -587,11 +491,10 @@ fn split_windowed(
             })
         })?
         .data;
-    Ok(QueryShape::Windowed(Box::new(WindowedPlan {
-        call,
+    Ok(WindowedSplit {
         pre,
         aggregate,
         post_input,
         post,
-    })))
+    })
 }

@@ -6,10 +6,13 @@
 //! GROUP BY HOP(time, INTERVAL '30' SECOND, INTERVAL '2' MINUTE), machine_id
 //! ```
 //!
-//! The window call is rewritten to `GROUP BY window_start, window_end, ...`
-//! over a table whose `window_start`/`window_end` columns the runtime fills
-//! with each row's pane (see `runtime`), so DataFusion plans the query as an
-//! ordinary aggregate and `window_start`/`window_end` work anywhere after it.
+//! The window call is rewritten to `GROUP BY window_start, window_end,
+//! __streamsql_watermark, ...` over a table whose `window_start`/`window_end`
+//! columns the window operator fills with each row's pane and whose
+//! watermark column holds the watermark each row met (see
+//! [`crate::operator::window`]), so DataFusion plans the query as an ordinary
+//! aggregate, carries both through the query's filters, and
+//! `window_start`/`window_end` work anywhere after it.
 
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::Expr as LogicalExpr;
@@ -21,7 +24,10 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::locate_word;
 use crate::error::Diagnostic;
-use crate::window::WindowSpec;
+use crate::operator::window::WindowSpec;
+
+/// The hidden column holding the watermark each row met.
+pub const WATERMARK_COLUMN: &str = "__streamsql_watermark";
 
 /// The window a query groups by, and the event-time column it names.
 #[derive(Debug, Clone)]
@@ -169,6 +175,7 @@ pub fn rewrite_window(
         [
             Expr::Identifier(Ident::new("window_start")),
             Expr::Identifier(Ident::new("window_end")),
+            Expr::Identifier(Ident::new(WATERMARK_COLUMN)),
         ],
     );
     Ok(Some(call))

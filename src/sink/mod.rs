@@ -1,65 +1,84 @@
 //! Where results go: Parquet files for offline analysis, Elasticsearch for
 //! dashboards, the terminal, and dead letters for what could not be processed.
 //!
-//! Sinks buffer what they are given and make it durable on `commit`, once
-//! per commit epoch, so every output file belongs to exactly one epoch and a
-//! checkpoint never covers a row a sink has not made durable.
+//! Every sink is a [`Sink`]: it buffers what it is given and makes it
+//! durable on `commit`, once per commit epoch, so every output file belongs
+//! to exactly one epoch and a checkpoint never covers a row a sink has not
+//! made durable. Each sink kind owns its settings (`sink/<kind>` or the
+//! kind's file); [`SinkConfig`] is the one place that knows them all.
 
 mod console;
-mod dead_letter;
+pub(crate) mod dead_letter;
 pub mod elasticsearch;
 mod parquet;
 
 use std::path::Path;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use serde::Deserialize;
 
-pub use console::ConsoleSink;
-pub use dead_letter::DeadLetterSink;
-pub use elasticsearch::ElasticsearchSink;
-pub use parquet::ParquetSink;
+pub use console::ConsoleSinkConfig;
+pub use dead_letter::{DeadLetter, DeadLetterKind, DeadLetterSink};
+pub use elasticsearch::ElasticsearchSinkConfig;
+pub use parquet::ParquetSinkConfig;
 
-use self::elasticsearch::DocumentEncoder;
-use crate::config::{LoadedConfig, QueryConfig, SinkConfig};
+use crate::config::{LoadedConfig, QueryConfig};
 use crate::error::{Diagnostic, Result};
 use crate::plan::QueryPlan;
 
-pub enum Sink {
-    Parquet(ParquetSink),
-    Console(ConsoleSink),
-    Elasticsearch(Box<ElasticsearchSink>),
-}
+/// One destination of a query's rows.
+#[async_trait]
+pub trait Sink: Send {
+    /// Names it in metrics, logs and the run summary.
+    fn name(&self) -> &str;
 
-impl Sink {
-    /// Takes a batch of emitted rows; rows a sink refuses for good go to
-    /// `dead_letters`. May wait for the sink (back-pressure).
-    pub async fn write(
-        &mut self,
-        batch: &RecordBatch,
-        dead_letters: &mut DeadLetterSink,
-    ) -> Result<()> {
-        match self {
-            Sink::Parquet(s) => s.write(batch),
-            Sink::Console(s) => s.write(batch),
-            Sink::Elasticsearch(s) => s.write(batch, dead_letters).await,
-        }
-    }
+    /// Takes a batch of emitted rows; rows it refuses for good go to
+    /// `dead_letters`. May wait for the destination (back-pressure).
+    async fn write(&mut self, batch: &RecordBatch, dead_letters: &mut DeadLetterSink)
+    -> Result<()>;
 
-    /// Sends what has waited long enough (called after every micro-batch).
-    pub async fn flush_if_due(&mut self, dead_letters: &mut DeadLetterSink) -> Result<()> {
-        match self {
-            Sink::Elasticsearch(s) => s.flush_if_due(dead_letters).await,
-            Sink::Parquet(_) | Sink::Console(_) => Ok(()),
-        }
+    /// Sends what has waited long enough (called after every micro-batch and
+    /// on the runtime's timer).
+    async fn flush_if_due(&mut self, _dead_letters: &mut DeadLetterSink) -> Result<()> {
+        Ok(())
     }
 
     /// Makes everything written durable, as epoch `epoch`.
-    pub async fn commit(&mut self, epoch: u64, dead_letters: &mut DeadLetterSink) -> Result<()> {
+    async fn commit(&mut self, epoch: u64, dead_letters: &mut DeadLetterSink) -> Result<()>;
+
+    /// Requests or items it had to send again.
+    fn retries(&self) -> u64 {
+        0
+    }
+
+    /// One line about its work for the run summary, if it has something to say.
+    fn summary(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A sink as declared under a query's `sinks:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// Parquet files under `<output_dir>/<query>/`, one per commit epoch.
+    Parquet(ParquetSinkConfig),
+    /// Prints the first rows emitted to the terminal.
+    Console(ConsoleSinkConfig),
+    /// Bulk upserts into an Elasticsearch (or OpenSearch) index.
+    Elasticsearch(ElasticsearchSinkConfig),
+}
+
+impl SinkConfig {
+    /// One line for `explain`.
+    pub fn describe(&self) -> String {
         match self {
-            Sink::Parquet(s) => s.commit(epoch),
-            Sink::Console(_) => Ok(()),
-            Sink::Elasticsearch(s) => s.commit(dead_letters).await,
+            SinkConfig::Parquet(_) => "parquet (a file per commit epoch)".to_string(),
+            SinkConfig::Console(c) => format!("console (first {} rows)", c.rows),
+            SinkConfig::Elasticsearch(e) => e.describe(),
         }
     }
 }
@@ -73,67 +92,65 @@ pub fn check_settings(
 ) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     for sink in &query.sinks {
-        if let SinkConfig::Elasticsearch(settings) = sink
-            && let Err(found) = DocumentEncoder::new(settings, &plan.output_schema)
-        {
-            let anchor = format!("name: {}", query.name);
-            problems.extend(found.into_iter().map(|p| {
-                Diagnostic::new(
-                    loaded.path.display().to_string(),
-                    loaded.line_of(pipeline, &anchor, &format!("{}:", p.key)),
-                    format!("query `{}`, elasticsearch sink: {}", query.name, p.message),
-                )
-                .with_fix(p.fix)
-            }));
+        if let SinkConfig::Elasticsearch(settings) = sink {
+            problems.extend(elasticsearch::check(
+                settings,
+                &plan.output_schema,
+                loaded,
+                pipeline,
+                &query.name,
+            ));
         }
     }
     problems
 }
 
-/// Starts the sinks of a query.
+/// Starts the sinks of a query. Parquet parts of epochs after `keep_through`
+/// are removed (see [`parquet_parts`]).
 pub async fn start(
     loaded: &LoadedConfig,
     pipeline: &str,
     query: &QueryConfig,
-    plan: &QueryPlan,
+    schema: &SchemaRef,
     output_dir: &Path,
     keep_through: Option<u64>,
-) -> Result<Vec<Sink>> {
-    let mut sinks = Vec::new();
+) -> Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for sink in &query.sinks {
         sinks.push(match sink {
-            SinkConfig::Parquet(_) => Sink::Parquet(ParquetSink::create(
-                &output_dir.join(&plan.name),
-                Arc::clone(&plan.output_schema),
+            SinkConfig::Parquet(_) => parquet_parts(
+                &output_dir.join(&query.name),
+                Arc::clone(schema),
                 keep_through,
-            )?),
-            SinkConfig::Console(c) => Sink::Console(ConsoleSink::new(&plan.name, c.rows)),
-            SinkConfig::Elasticsearch(settings) => {
-                let credentials =
-                    elasticsearch::credentials(settings.auth.as_ref()).map_err(|variable| {
-                        let anchor = format!("name: {}", query.name);
-                        Diagnostic::new(
-                            loaded.path.display().to_string(),
-                            loaded.line_of(pipeline, &anchor, &variable),
-                            format!(
-                                "query `{}`, elasticsearch sink: environment variable `{variable}` is not set",
-                                query.name
-                            ),
-                        )
-                        .with_fix(format!("export {variable}=... before `streamsql run`"))
-                    })?;
-                Sink::Elasticsearch(Box::new(
-                    ElasticsearchSink::start(
-                        settings,
-                        credentials,
-                        pipeline,
-                        &plan.name,
-                        Arc::clone(&plan.output_schema),
-                    )
-                    .await?,
-                ))
-            }
+            )?,
+            SinkConfig::Console(c) => Box::new(console::ConsoleSink::new(&query.name, c.rows)),
+            SinkConfig::Elasticsearch(settings) => Box::new(
+                elasticsearch::ElasticsearchSink::start(
+                    settings,
+                    loaded,
+                    pipeline,
+                    &query.name,
+                    Arc::clone(schema),
+                )
+                .await?,
+            ),
         });
     }
     Ok(sinks)
+}
+
+/// Parquet parts in `dir`, one per commit epoch (also a source's late rows).
+/// Parts of epochs after `keep_through` (all, when `None`: a fresh start)
+/// are removed: they belong to epochs no checkpoint covers, which this run
+/// writes again.
+pub fn parquet_parts(
+    dir: &Path,
+    schema: SchemaRef,
+    keep_through: Option<u64>,
+) -> Result<Box<dyn Sink>> {
+    Ok(Box::new(parquet::ParquetSink::create(
+        dir,
+        schema,
+        keep_through,
+    )?))
 }

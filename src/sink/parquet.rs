@@ -5,15 +5,26 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
+use serde::Deserialize;
+
+use super::{DeadLetterSink, Sink};
 use crate::error::{Result, StreamSqlError};
 
+/// `parquet: {}`: the query's rows as Parquet under `<output_dir>/<query>/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {}
+
 pub struct ParquetSink {
+    /// `parquet <dir>`, for messages.
+    name: String,
     dir: PathBuf,
     schema: SchemaRef,
     /// The file of the epoch in progress, opened at its first row. Rows are
@@ -36,13 +47,14 @@ impl ParquetSink {
             .map_err(|e| StreamSqlError::io(format!("cannot create {}", dir.display()), e))?;
         remove_parts(dir, "parquet", keep_through)?;
         Ok(Self {
+            name: format!("parquet {}", dir.display()),
             dir: dir.to_path_buf(),
             schema,
             open: None,
         })
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    fn write_rows(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -69,7 +81,7 @@ impl ParquetSink {
     }
 
     /// Finishes the epoch's file as `part-<epoch>.parquet` (if it has rows).
-    pub fn commit(&mut self, epoch: u64) -> Result<()> {
+    fn finish_epoch(&mut self, epoch: u64) -> Result<()> {
         let Some(writer) = self.open.take() else {
             return Ok(());
         };
@@ -78,6 +90,21 @@ impl ParquetSink {
         std::fs::rename(self.dir.join(IN_PROGRESS), &path)
             .map_err(|e| StreamSqlError::io(format!("cannot rename to {}", path.display()), e))?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for ParquetSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&mut self, batch: &RecordBatch, _: &mut DeadLetterSink) -> Result<()> {
+        self.write_rows(batch)
+    }
+
+    async fn commit(&mut self, epoch: u64, _: &mut DeadLetterSink) -> Result<()> {
+        self.finish_epoch(epoch)
     }
 }
 

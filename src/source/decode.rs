@@ -20,9 +20,11 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::{csv, json};
 use regex::Regex;
 
-use super::{DeadLetter, RawRecord, SourceBatch, SourcePosition};
-use crate::config::{EventTimeUnit, Format, SourceConfig};
-use crate::error::{Result, StreamSqlError};
+use super::{
+    EventTimeUnit, Format, RawRecord, SourceBatch, SourceConfig, SourceInput, SourcePosition,
+};
+use crate::error::Result;
+use crate::sink::{DeadLetter, DeadLetterKind};
 
 pub struct Decoder {
     source: String,
@@ -54,12 +56,12 @@ impl Decoder {
         let regex = match config.regex_groups() {
             None => None,
             Some(compiled) => {
-                let (regex, groups) = compiled
-                    .map_err(|e| StreamSqlError::Internal(format!("regex passed checks: {e}")))?;
+                let (regex, groups) =
+                    compiled.map_err(|e| crate::internal_error!("regex passed checks: {e}"))?;
                 let groups = groups
                     .into_iter()
                     .collect::<Option<Vec<usize>>>()
-                    .ok_or_else(|| StreamSqlError::Internal("regex groups passed checks".into()))?;
+                    .ok_or_else(|| crate::internal_error!("regex groups passed checks"))?;
                 Some((regex, groups))
             }
         };
@@ -87,10 +89,10 @@ impl Decoder {
             timestamp_formats: config.columns.iter().map(|c| c.format.clone()).collect(),
             record_schema,
             schema,
-            kafka_timestamp: config
-                .kafka
-                .as_ref()
-                .is_some_and(|k| k.timestamp_column.is_some()),
+            kafka_timestamp: matches!(
+                &config.input,
+                SourceInput::Kafka(kafka) if kafka.timestamp_column.is_some()
+            ),
             processing_time: config.processing_time_column.is_some(),
             event_time_index,
             event_time_unit: config.event_time.unit,
@@ -183,11 +185,13 @@ impl Decoder {
                             row_lines.push(i);
                         }
                         Ok(batch) => dead_letters.push(self.dead_letter(
+                            DeadLetterKind::MalformedRecord,
                             record,
                             &bytes[range.clone()],
                             format!("expected one record, found {}", batch.num_rows()),
                         )),
                         Err(e) => dead_letters.push(self.dead_letter(
+                            DeadLetterKind::MalformedRecord,
                             record,
                             &bytes[range.clone()],
                             e.to_string(),
@@ -220,6 +224,7 @@ impl Decoder {
             for r in (0..rows.num_rows()).filter(|r| column.is_null(*r)) {
                 let record = &lines[row_lines[r]];
                 dead_letters.push(self.dead_letter(
+                    DeadLetterKind::MissingEventTime,
                     record,
                     &bytes[record.bytes.clone()],
                     format!("event time column `{name}` is empty"),
@@ -237,18 +242,39 @@ impl Decoder {
             lines: lines.len(),
             position,
             event_time_progress: event_time.iter().copied().max().unwrap_or(i64::MIN),
+            progress: progress_before(&event_time, i64::MIN),
             event_time,
         })
     }
 
-    fn dead_letter(&self, record: &RawRecord, line: &[u8], reason: String) -> DeadLetter {
+    fn dead_letter(
+        &self,
+        kind: DeadLetterKind,
+        record: &RawRecord,
+        line: &[u8],
+        reason: String,
+    ) -> DeadLetter {
         DeadLetter {
+            kind,
             source: self.source.clone(),
             position: record.to_string(),
             reason,
             raw: String::from_utf8_lossy(line).into_owned(),
         }
     }
+}
+
+/// Per row, the newest of `start` and the event times before it.
+pub fn progress_before(event_time: &[i64], start: i64) -> Vec<i64> {
+    let mut newest = start;
+    event_time
+        .iter()
+        .map(|t| {
+            let before = newest;
+            newest = newest.max(*t);
+            before
+        })
+        .collect()
 }
 
 fn event_time_millis(column: &ArrayRef, unit: EventTimeUnit) -> Result<Vec<i64>> {
@@ -266,10 +292,10 @@ fn event_time_millis(column: &ArrayRef, unit: EventTimeUnit) -> Result<Vec<i64>>
     if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
         return Ok(a.values().to_vec());
     }
-    Err(crate::error::StreamSqlError::Internal(format!(
+    crate::internal_err!(
         "event time column of type {} passed config checks",
         column.data_type()
-    )))
+    )
 }
 
 /// Matches each line of `bytes` against `regex`; column `c` is group

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::SourceConfig;
 use super::{Decoder, RawRecord, SourceBatch, SourcePosition};
-use crate::config::SourceConfig;
 use crate::error::Result;
 
 /// One micro-batch of raw records: (line number where they were written, text).

@@ -1,12 +1,15 @@
 //! Where events come from and how their bytes become Arrow rows.
 //!
-//! A source yields [`SourceBatch`]es: typed rows with each row's event time,
-//! plus the dead letters of the lines that could not be decoded.
+//! A source yields [`SourceBatch`]es: typed rows with each row's event time
+//! and how far the source's event time had come before it, plus the dead
+//! letters of the lines that could not be decoded. One folder per
+//! connector ([`replay`], [`kafka`]), each with its settings.
 
+mod config;
 mod decode;
 mod inline;
-mod kafka;
-mod replay;
+pub mod kafka;
+pub mod replay;
 
 use std::fmt;
 use std::ops::Range;
@@ -15,33 +18,16 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+pub use config::{
+    ColumnConfig, ColumnType, CsvOptions, EventTimeConfig, EventTimeUnit, Format, RegexGroups,
+    SourceConfig, SourceInput,
+};
 pub use decode::Decoder;
 pub use inline::{InlineBatch, InlineRows};
 pub use kafka::{KafkaLag, KafkaSource};
 pub use replay::{FileReplay, open_file};
 
-/// One input line that could not become a row, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub source: String,
-    /// Where it came from, e.g. `path/part-00000.csv.gz:17`.
-    pub position: String,
-    pub reason: String,
-    pub raw: String,
-}
-
-impl DeadLetter {
-    /// The reason without its details, for counting.
-    pub fn kind(&self) -> &str {
-        if self.reason.starts_with("event time") {
-            "missing event time"
-        } else if self.reason.starts_with("rejected by elasticsearch") {
-            "rejected by elasticsearch"
-        } else {
-            "malformed record"
-        }
-    }
-}
+use crate::sink::DeadLetter;
 
 /// One raw record (a line of a file, a Kafka message's value) in a batch's
 /// byte buffer, with where it came from.
@@ -69,6 +55,12 @@ pub struct SourceBatch {
     pub rows: RecordBatch,
     /// Per row, its event time in UTC milliseconds.
     pub event_time: Vec<i64>,
+    /// Per row, how far the source's event time had come before it (in
+    /// source order; `i64::MIN` for nothing yet): the watermark the row meets
+    /// is this minus the delay. For a file, the newest event time of the
+    /// rows before it in the batch; for Kafka, the minimum over the active
+    /// partitions (see [`kafka`]).
+    pub progress: Vec<i64>,
     pub dead_letters: Vec<DeadLetter>,
     /// How many input lines this batch covers (rows + dead letters).
     pub lines: usize,
@@ -91,7 +83,7 @@ impl Source {
     /// Starts `config`'s source, resuming after `resume` when given; with
     /// `inline` rows, reads those instead of the declared input.
     pub fn start(
-        config: &crate::config::SourceConfig,
+        config: &SourceConfig,
         base_dir: &std::path::Path,
         pipeline: &str,
         resume: Option<&SourcePosition>,
@@ -100,18 +92,14 @@ impl Source {
         if let Some(batches) = inline {
             return Ok(Source::Inline(InlineRows::start(config, batches.clone())?));
         }
-        match (&config.replay, &config.kafka) {
-            (_, Some(kafka)) => Ok(Source::Kafka(KafkaSource::start(
-                config, kafka, pipeline, resume,
-            )?)),
-            (Some(replay), None) => Ok(Source::Replay(FileReplay::start(
-                config, replay, base_dir, resume,
-            )?)),
-            (None, None) => Err(crate::error::StreamSqlError::Internal(format!(
-                "source `{}` has neither replay nor kafka",
-                config.name
-            ))),
-        }
+        Ok(match &config.input {
+            SourceInput::Kafka(kafka) => {
+                Source::Kafka(KafkaSource::start(config, kafka, pipeline, resume)?)
+            }
+            SourceInput::Replay(replay) => {
+                Source::Replay(FileReplay::start(config, replay, base_dir, resume)?)
+            }
+        })
     }
 
     /// The next micro-batch, or `None` at the end of a finite input.

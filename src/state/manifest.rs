@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::source::SourcePosition;
 
-/// Bumped when the layout of checkpoints changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when the layout of checkpoints changes incompatibly (2: state rows
+/// carry their key group).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {

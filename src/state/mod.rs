@@ -1,26 +1,19 @@
-//! Checkpoints: the state of every windowed query as Parquet, plus one JSON
-//! manifest naming those files with the source positions and watermarks.
+//! Checkpoints: every operator's state as Parquet, plus one JSON manifest
+//! naming those files with the source positions and watermarks.
 //!
 //! A checkpoint lives under `<location>/chk-<sequence>/`. The manifest is
 //! written last: a folder without a readable manifest, or whose files do not
 //! match it, is not a checkpoint, and the one before it is used instead.
 //! Storage goes through `object_store`: a local directory or an `s3://` URL.
+//! State rows carry their key group ([`key_group`]), so a checkpoint
+//! restores at any parallelism.
 
+mod key_group;
 mod manifest;
 mod store;
 
+pub use key_group::{
+    KEY_GROUP_COLUMN, KEY_GROUPS, KeyGroups, key_group, with_key_groups, without_key_groups,
+};
 pub use manifest::{FORMAT_VERSION, Manifest, QueryCheckpoint, SourceCheckpoint};
 pub use store::{Checkpoint, CheckpointStore};
-
-use datafusion::arrow::array::RecordBatch;
-
-/// What a stateful query keeps between micro-batches (window state, or a
-/// key history), as checkpoints see it.
-pub trait QueryState {
-    /// What the state means; a checkpoint restores only into the same.
-    fn signature(&self) -> &str;
-    /// The whole state as rows. Leaves the state as it was.
-    fn snapshot(&mut self) -> crate::Result<Vec<RecordBatch>>;
-    /// Loads rows written by `snapshot` into this (empty) state.
-    fn restore(&mut self, batches: &[RecordBatch]) -> crate::Result<()>;
-}

@@ -21,6 +21,27 @@ use crate::error::{Result, StreamSqlError};
 
 const MANIFEST: &str = "manifest.json";
 
+/// Why a checkpoint folder cannot be restored.
+enum Unusable {
+    /// Proven half-written or damaged: the one before it is used.
+    Corrupt(String),
+    /// Not proven anything, or not this run's: the run stops.
+    Stop(String),
+}
+
+impl Unusable {
+    /// A failed read: a missing object is a half-written folder; any other
+    /// failure (permission, network, a 5xx) says nothing about the folder.
+    fn read(what: &str, error: StreamSqlError) -> Self {
+        match error {
+            StreamSqlError::ObjectStore(object_store::Error::NotFound { .. }) => {
+                Unusable::Corrupt(format!("{what} is missing"))
+            }
+            other => Unusable::Stop(format!("cannot read {what}: {other}")),
+        }
+    }
+}
+
 /// A complete checkpoint, read back.
 #[derive(Debug)]
 pub struct Checkpoint {
@@ -131,40 +152,59 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// The newest complete checkpoint of `pipeline`. Folders that are
-    /// half-written or corrupt are skipped with a warning.
+    /// The newest complete checkpoint of `pipeline`. A folder proven
+    /// half-written or corrupt (no manifest, a manifest or state file that
+    /// does not parse or does not match) is skipped with a warning for the
+    /// one before. Anything else stops the run: a read that failed (a
+    /// permission, an S3 503, a timeout) proves nothing, and a checkpoint of
+    /// another format or pipeline is not this run's to discard.
     pub async fn latest(&self, pipeline: &str) -> Result<Option<Checkpoint>> {
         for sequence in self.sequences().await?.into_iter().rev() {
             match self.read(sequence, pipeline).await {
                 Ok(checkpoint) => return Ok(Some(checkpoint)),
-                Err(why) => tracing::warn!(
+                Err(Unusable::Corrupt(why)) => tracing::warn!(
                     "skipping checkpoint {sequence} in {}: {why}; trying the one before",
                     self.location
                 ),
+                Err(Unusable::Stop(why)) => {
+                    return Err(StreamSqlError::Checkpoint(format!(
+                        "checkpoint {sequence} in {}: {why}",
+                        self.location
+                    )));
+                }
             }
         }
         Ok(None)
     }
 
-    async fn read(&self, sequence: u64, pipeline: &str) -> Result<Checkpoint, String> {
+    async fn read(&self, sequence: u64, pipeline: &str) -> Result<Checkpoint, Unusable> {
         let folder = self.folder(sequence);
         let manifest_bytes = self
             .get(&folder.clone().join(MANIFEST))
             .await
-            .map_err(|e| format!("no readable manifest ({e})"))?;
+            .map_err(|e| Unusable::read("the manifest", e))?;
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-            .map_err(|e| format!("manifest does not parse ({e})"))?;
+            .map_err(|e| Unusable::Corrupt(format!("its manifest does not parse ({e})")))?;
         if manifest.format != FORMAT_VERSION {
-            return Err(format!(
-                "format {} is not {FORMAT_VERSION}, which this streamsql reads",
+            return Err(Unusable::Stop(format!(
+                "it was written in checkpoint format {}, and this streamsql reads format \
+                 {FORMAT_VERSION}; run with --from-scratch to recompute from the start of the \
+                 input (outputs are rewritten), or use the streamsql that wrote it",
                 manifest.format
-            ));
+            )));
         }
-        if manifest.sequence != sequence || manifest.pipeline != pipeline {
-            return Err(format!(
-                "manifest names pipeline `{}` sequence {}",
-                manifest.pipeline, manifest.sequence
-            ));
+        if manifest.pipeline != pipeline {
+            return Err(Unusable::Stop(format!(
+                "it belongs to pipeline `{}`; two pipelines cannot share a checkpoint location \
+                 (give each its own `checkpoint.location` or output folder)",
+                manifest.pipeline
+            )));
+        }
+        if manifest.sequence != sequence {
+            return Err(Unusable::Corrupt(format!(
+                "its manifest says sequence {}",
+                manifest.sequence
+            )));
         }
         let mut bytes = manifest_bytes.len() as u64;
         let mut states = BTreeMap::new();
@@ -176,22 +216,23 @@ impl CheckpointStore {
             let data = self
                 .get(&folder.clone().join(file.as_str()))
                 .await
-                .map_err(|e| format!("state of `{query}` is missing ({e})"))?;
+                .map_err(|e| Unusable::read(&format!("the state of `{query}`"), e))?;
             if data.len() as u64 != entry.bytes {
-                return Err(format!(
-                    "state of `{query}` has {} bytes, the manifest says {}",
+                return Err(Unusable::Corrupt(format!(
+                    "the state of `{query}` has {} bytes, the manifest says {}",
                     data.len(),
                     entry.bytes
-                ));
+                )));
             }
             bytes += entry.bytes;
-            let batches = decode(data).map_err(|e| format!("state of `{query}`: {e}"))?;
+            let batches = decode(data)
+                .map_err(|e| Unusable::Corrupt(format!("the state of `{query}`: {e}")))?;
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             if rows as u64 != entry.rows {
-                return Err(format!(
-                    "state of `{query}` has {rows} rows, the manifest says {}",
+                return Err(Unusable::Corrupt(format!(
+                    "the state of `{query}` has {rows} rows, the manifest says {}",
                     entry.rows
-                ));
+                )));
             }
             states.insert(query.clone(), batches);
         }

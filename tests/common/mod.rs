@@ -14,7 +14,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::{CsvReadOptions, SessionContext};
-use streamsql::runtime::{Pipeline, RunOptions, Summary};
+use streamsql::metrics::Summary;
+use streamsql::runtime::{Pipeline, RunOptions};
 
 /// A fresh directory under the target dir, removed at the start of each use.
 pub fn scratch_dir(name: &str) -> PathBuf {
@@ -157,6 +158,11 @@ pub fn assert_ok(output: &std::process::Output) -> String {
 
 /// Every row of the `part-*.parquet` files in `dirs`, as `|`-joined text.
 pub fn row_texts(dirs: &[&Path]) -> Vec<String> {
+    row_texts_except(dirs, &[])
+}
+
+/// Like [`row_texts`], leaving out the columns named in `skip`.
+pub fn row_texts_except(dirs: &[&Path], skip: &[&str]) -> Vec<String> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
@@ -165,7 +171,9 @@ pub fn row_texts(dirs: &[&Path]) -> Vec<String> {
             let formatters: Vec<_> = batch
                 .columns()
                 .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                .zip(batch.schema().fields())
+                .filter(|(_, f)| !skip.contains(&f.name().as_str()))
+                .map(|(c, _)| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
                 .collect();
             for r in 0..batch.num_rows() {
                 let row: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampM
 use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::config::ElasticsearchSinkConfig;
+use super::ElasticsearchSinkConfig;
 use crate::error::Result;
 
 /// One row, ready for a bulk request.

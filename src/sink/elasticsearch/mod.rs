@@ -16,11 +16,13 @@
 //!   (a mapping conflict, say) go to the dead letters with the reason.
 
 mod bulk;
+mod config;
 mod document;
 mod template;
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use elasticsearch::Elasticsearch;
@@ -28,21 +30,21 @@ use elasticsearch::auth::Credentials;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::IndicesPutIndexTemplateParts;
 
+pub use config::{ElasticsearchAuth, ElasticsearchSinkConfig};
 pub use document::{DocumentEncoder, SettingProblem};
 
 use self::bulk::Answer;
 use self::document::Document;
-use super::DeadLetterSink;
-use crate::config::{ElasticsearchAuth, ElasticsearchSinkConfig};
-use crate::error::{Result, StreamSqlError};
-use crate::source::DeadLetter;
+use super::{DeadLetter, DeadLetterKind, DeadLetterSink, Sink};
+use crate::config::LoadedConfig;
+use crate::error::{Diagnostic, Result, StreamSqlError};
 
 /// The longest wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What the sink did, for the run summary and metrics.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ElasticsearchStats {
+struct ElasticsearchStats {
     /// Documents acknowledged.
     pub documents: u64,
     pub requests: u64,
@@ -61,19 +63,30 @@ pub struct ElasticsearchSink {
     pending_bytes: usize,
     /// When the oldest pending document arrived.
     oldest: Option<Instant>,
-    pub stats: ElasticsearchStats,
+    stats: ElasticsearchStats,
 }
 
 impl ElasticsearchSink {
-    /// Connects and installs the query's index template. `settings` were
-    /// checked against `schema` by `plan_pipeline`.
+    /// Reads the credentials, connects and installs the query's index
+    /// template. `settings` were checked against `schema` by [`check`].
     pub async fn start(
         settings: &ElasticsearchSinkConfig,
-        credentials: Option<Credentials>,
+        loaded: &LoadedConfig,
         pipeline: &str,
         query: &str,
         schema: SchemaRef,
     ) -> Result<Self> {
+        let credentials = credentials(settings.auth.as_ref()).map_err(|variable| {
+            let anchor = format!("name: {query}");
+            Diagnostic::new(
+                loaded.path.display().to_string(),
+                loaded.line_of(pipeline, &anchor, &variable),
+                format!(
+                    "query `{query}`, elasticsearch sink: environment variable `{variable}` is not set"
+                ),
+            )
+            .with_fix(format!("export {variable}=... before `streamsql run`"))
+        })?;
         let name = format!("{query} → elasticsearch {}", settings.url);
         let fail = |message: String| StreamSqlError::Sink(format!("{name}: {message}"));
         let encoder = DocumentEncoder::new(settings, &schema).map_err(|problems| {
@@ -150,42 +163,6 @@ impl ElasticsearchSink {
         }
     }
 
-    /// Buffers `batch`'s rows; sends a bulk request when the buffer is full.
-    pub async fn write(
-        &mut self,
-        batch: &RecordBatch,
-        dead_letters: &mut DeadLetterSink,
-    ) -> Result<()> {
-        for doc in self.encoder.encode(batch)? {
-            self.pending_bytes += doc.source.len() + doc.id.len() + doc.index.len() + 32;
-            self.pending.push(doc);
-            self.oldest.get_or_insert_with(Instant::now);
-            if self.pending.len() >= self.settings.bulk_rows
-                || self.pending_bytes >= self.settings.bulk_bytes
-            {
-                self.flush(dead_letters).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends the buffer when its oldest row has waited `flush_interval`
-    /// (the pipeline asks after every micro-batch).
-    pub async fn flush_if_due(&mut self, dead_letters: &mut DeadLetterSink) -> Result<()> {
-        if self
-            .oldest
-            .is_some_and(|t| t.elapsed() >= self.settings.flush_interval)
-        {
-            self.flush(dead_letters).await?;
-        }
-        Ok(())
-    }
-
-    /// Sends everything buffered and waits until it is acknowledged.
-    pub async fn commit(&mut self, dead_letters: &mut DeadLetterSink) -> Result<()> {
-        self.flush(dead_letters).await
-    }
-
     async fn flush(&mut self, dead_letters: &mut DeadLetterSink) -> Result<()> {
         let mut documents = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -205,6 +182,7 @@ impl ElasticsearchSink {
                             status => refused.push(DeadLetter {
                                 source: self.name.clone(),
                                 position: format!("{}/{}", doc.index, doc.id),
+                                kind: DeadLetterKind::RejectedBy("elasticsearch"),
                                 reason: format!(
                                     "rejected by elasticsearch ({status} {})",
                                     item.error.unwrap_or_default()
@@ -239,14 +217,90 @@ impl ElasticsearchSink {
         Ok(())
     }
 
-    /// `<query> → elasticsearch <url>`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn error(&self, message: String) -> StreamSqlError {
         StreamSqlError::Sink(format!("{}: {message}", self.name))
     }
+}
+
+#[async_trait]
+impl Sink for ElasticsearchSink {
+    /// `<query> → elasticsearch <url>`.
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Buffers `batch`'s rows; sends a bulk request when the buffer is full.
+    async fn write(
+        &mut self,
+        batch: &RecordBatch,
+        dead_letters: &mut DeadLetterSink,
+    ) -> Result<()> {
+        for doc in self.encoder.encode(batch)? {
+            self.pending_bytes += doc.source.len() + doc.id.len() + doc.index.len() + 32;
+            self.pending.push(doc);
+            self.oldest.get_or_insert_with(Instant::now);
+            if self.pending.len() >= self.settings.bulk_rows
+                || self.pending_bytes >= self.settings.bulk_bytes
+            {
+                self.flush(dead_letters).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the buffer when its oldest row has waited `flush_interval`.
+    async fn flush_if_due(&mut self, dead_letters: &mut DeadLetterSink) -> Result<()> {
+        if self
+            .oldest
+            .is_some_and(|t| t.elapsed() >= self.settings.flush_interval)
+        {
+            self.flush(dead_letters).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends everything buffered and waits until it is acknowledged.
+    async fn commit(&mut self, _epoch: u64, dead_letters: &mut DeadLetterSink) -> Result<()> {
+        self.flush(dead_letters).await
+    }
+
+    fn retries(&self) -> u64 {
+        self.stats.retries
+    }
+
+    fn summary(&self) -> Option<String> {
+        let s = &self.stats;
+        Some(format!(
+            "{}: {} documents in {} bulk requests, {} retries, {} rejected",
+            self.name, s.documents, s.requests, s.retries, s.rejected
+        ))
+    }
+}
+
+/// Checks the sink's settings against the query's output columns, each
+/// problem at its line of pipelines.yaml.
+pub fn check(
+    settings: &ElasticsearchSinkConfig,
+    schema: &SchemaRef,
+    loaded: &LoadedConfig,
+    pipeline: &str,
+    query: &str,
+) -> Vec<Diagnostic> {
+    let Err(found) = DocumentEncoder::new(settings, schema) else {
+        return Vec::new();
+    };
+    let anchor = format!("name: {query}");
+    found
+        .into_iter()
+        .map(|p| {
+            Diagnostic::new(
+                loaded.path.display().to_string(),
+                loaded.line_of(pipeline, &anchor, &format!("{}:", p.key)),
+                format!("query `{query}`, elasticsearch sink: {}", p.message),
+            )
+            .with_fix(p.fix)
+        })
+        .collect()
 }
 
 /// Exponential back-off: `retry_backoff`, doubled per retry, at most
@@ -280,7 +334,7 @@ impl Backoff {
 
 /// The credentials `auth` names, read from the environment; `Err` names the
 /// variable that is not set.
-pub fn credentials(auth: Option<&ElasticsearchAuth>) -> Result<Option<Credentials>, String> {
+fn credentials(auth: Option<&ElasticsearchAuth>) -> Result<Option<Credentials>, String> {
     let var = |name: &str| std::env::var(name).map_err(|_| name.to_string());
     Ok(match auth {
         None => None,

@@ -5,8 +5,7 @@ use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Snapshot;
-use crate::sink::elasticsearch::ElasticsearchStats;
+use super::Snapshot;
 
 /// What a run did, printed at the end.
 #[derive(Debug, Clone, Default)]
@@ -24,8 +23,8 @@ pub struct Summary {
     pub stopped_early: bool,
     /// Window state groups held at the end (zero once the input is exhausted).
     pub state_groups: usize,
-    /// Per Elasticsearch sink (`<query> → elasticsearch <url>`).
-    pub elasticsearch: Vec<(String, ElasticsearchStats)>,
+    /// What each sink has to say about its work, one line each.
+    pub sinks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,12 +96,8 @@ impl fmt::Display for Summary {
         for (query, rows) in &self.rows_out {
             writeln!(f, "  query {query}: {rows} rows out")?;
         }
-        for (sink, s) in &self.elasticsearch {
-            writeln!(
-                f,
-                "  {sink}: {} documents in {} bulk requests, {} retries, {} rejected",
-                s.documents, s.requests, s.retries, s.rejected
-            )?;
+        for line in &self.sinks {
+            writeln!(f, "  {line}")?;
         }
         if self.dead_letters.is_empty() {
             writeln!(f, "  dead letters: none")?;

@@ -1,13 +1,83 @@
-//! Generates the bundled samples in `datasets/`: synthetic data in the real
-//! formats (never copies of third-party data), deterministic for a seed.
+//! `streamsql generate-sample`: writes the bundled samples in `datasets/`:
+//! synthetic data in the real formats (never copies of third-party data),
+//! deterministic for a seed.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use crate::error::{Result, StreamSqlError};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which sample.
+    #[arg(long, value_enum, default_value = "task-events")]
+    kind: SampleKind,
+    /// Where to write it (default: the kind's folder under datasets/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Rows (servers x 5-second steps for server-metrics: minutes).
+    #[arg(long)]
+    rows: Option<usize>,
+    /// Files, for task-events.
+    #[arg(long, default_value_t = 2)]
+    parts: usize,
+    #[arg(long, default_value_t = 2011)]
+    seed: u64,
+}
+
+pub fn execute(args: Args) -> Result<()> {
+    let (default_out, default_rows) = args.kind.defaults();
+    let out = args.out.unwrap_or_else(|| PathBuf::from(default_out));
+    let (rows, seed) = (args.rows.unwrap_or(default_rows), args.seed);
+    match args.kind {
+        SampleKind::TaskEvents => task_events(&out, rows, args.parts, seed)?,
+        SampleKind::WebLogs => web_logs(&out, rows, seed)?,
+        SampleKind::AccessLog => access_log(&out, rows, seed)?,
+        SampleKind::ServerMetrics => server_metrics(&out, 12, rows, seed)?,
+        SampleKind::MachineUsage => machine_usage(&out, 8, rows, seed)?,
+        SampleKind::CityEvents => city_events(&out, rows, seed)?,
+    }
+    println!(
+        "wrote the {:?} sample ({rows} rows) to {}",
+        args.kind,
+        out.display()
+    );
+    Ok(())
+}
+
+/// The bundled samples `generate-sample` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SampleKind {
+    /// W1/W2: Google cluster trace 2011 task_events (CSV parts, gzip).
+    TaskEvents,
+    /// W3: JSON web-log events.
+    WebLogs,
+    /// W3: an Apache combined access log.
+    AccessLog,
+    /// W4: server metrics in the coursework CSV layout (rows = minutes).
+    ServerMetrics,
+    /// W4: Alibaba 2018 machine_usage layout (rows = minutes per machine).
+    MachineUsage,
+    /// W5: JSON city events.
+    CityEvents,
+}
+
+impl SampleKind {
+    /// Where the repository keeps it, and its size there.
+    fn defaults(self) -> (&'static str, usize) {
+        match self {
+            SampleKind::TaskEvents => ("datasets/google-2011-sample/task_events", 120_000),
+            SampleKind::WebLogs => ("datasets/web-logs-sample/events.jsonl.gz", 40_000),
+            SampleKind::AccessLog => ("datasets/web-logs-sample/access.log.gz", 6_000),
+            SampleKind::ServerMetrics => ("datasets/server-metrics-sample/metrics.csv", 60),
+            SampleKind::MachineUsage => ("datasets/server-metrics-sample/machine_usage.csv", 180),
+            SampleKind::CityEvents => ("datasets/city-events-sample/events.jsonl.gz", 20_000),
+        }
+    }
+}
 
 /// splitmix64: small, fast and good enough for sample data.
 struct Random(u64);

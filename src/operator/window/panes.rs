@@ -4,6 +4,7 @@
 //! with the window length or the number of overlapping windows.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::row::RowConverter;
@@ -93,17 +94,24 @@ impl PaneWindows {
         }
     }
 
-    pub fn update(&mut self, converter: &RowConverter, input: &EvaluatedInput) -> Result<()> {
-        let Some(first) = input.times.first() else {
+    /// Adds the rows `rows` of `input`.
+    pub fn update(
+        &mut self,
+        converter: &RowConverter,
+        input: &EvaluatedInput,
+        rows: Range<usize>,
+    ) -> Result<()> {
+        let times = &input.times[rows.clone()];
+        let Some(first) = times.first() else {
             return Ok(());
         };
-        if input.times.iter().all(|t| t == first) {
+        if rows.len() == input.times.len() && times.iter().all(|t| t == first) {
             return self.update_pane(converter, *first, input, None);
         }
         // Rows of a micro-batch mostly fall in a few panes: gather each pane's
         // rows (in arrival order) and update it once.
         let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for (row, t) in input.times.iter().enumerate() {
+        for (row, t) in rows.zip(times) {
             by_pane.entry(*t).or_default().push(row as u32);
         }
         for (pane, rows) in by_pane {
@@ -277,8 +285,9 @@ impl PaneWindows {
         )?))
     }
 
-    /// Every pane's state as rows (one batch per pane), for a checkpoint.
-    pub fn snapshot(&mut self, converter: &RowConverter) -> Result<Vec<RecordBatch>> {
+    /// Every pane's state as rows (one batch per pane, with each row's key
+    /// group), for a checkpoint.
+    pub fn snapshot(&mut self, converter: &RowConverter) -> Result<Vec<(RecordBatch, Vec<u16>)>> {
         let pane = self.aggregate.spec.pane().unwrap_or(0);
         let mut out = Vec::with_capacity(self.panes.len());
         for (start, p) in &mut self.panes {
@@ -312,9 +321,7 @@ impl PaneWindows {
                 pane.keys.intern(rows.keys.row(r));
             }
             if pane.keys.len() != count {
-                return Err(crate::error::StreamSqlError::Internal(format!(
-                    "checkpointed pane {start} repeats a key"
-                )));
+                return crate::internal_err!("checkpointed pane {start} repeats a key");
             }
             pane.changed = rows.changed[first..first + count].to_vec();
             pane.any_changed = pane.changed.iter().any(|c| *c);

@@ -4,24 +4,124 @@
 //! a windowed query's results needs each service's previous window, which
 //! came in an earlier micro-batch. The history keeps, per key, the newest
 //! `depth` rows (what the query's functions can reach back to, see
-//! [`crate::plan::HistorySpec`]); it is part of the checkpoint like window
-//! state, so a restart computes the same comparisons.
+//! [`crate::plan::HistorySpec`]); `post` computes the functions over that
+//! history plus the new rows and keeps only the new ones. The history is
+//! checkpointed like window state, so a restart computes the same
+//! comparisons.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{
     SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
 };
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows as KeyRows, SortField};
 
+use super::window::KeyTable;
+use super::{Description, Operator, Rows, StateSize, SubPlan};
 use crate::error::Result;
 use crate::plan::HistorySpec;
-use crate::state::QueryState;
-use crate::window::KeyTable;
+use crate::state::{KeyGroups, key_group, with_key_groups, without_key_groups};
 
-pub struct KeyHistory {
+/// A rule query split around the key history: `pre` (row-local) on the new
+/// rows, `post` (the window functions) on history + new rows.
+pub struct HistoryOperator {
+    history: KeyHistory,
+    pre: SubPlan,
+    post: SubPlan,
+}
+
+impl HistoryOperator {
+    pub fn new(spec: HistorySpec, pre: SubPlan, post: SubPlan) -> Result<Self> {
+        let history = KeyHistory::new(spec, pre.plan.schema(), Arc::clone(post.input.schema()))?;
+        Ok(Self { history, pre, post })
+    }
+}
+
+#[async_trait]
+impl Operator for HistoryOperator {
+    async fn process(
+        &mut self,
+        _port: usize,
+        input: &Rows,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let rows = self.pre.run(vec![input.batch.clone()]).await?;
+        let rows = concat_batches(&self.pre.plan.schema(), &rows)?;
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        out.extend(
+            self.post
+                .run(vec![self.history.with_history(&rows)?])
+                .await?,
+        );
+        self.history.remember(&rows)
+    }
+
+    fn signature(&self) -> Option<&str> {
+        Some(&self.history.signature)
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        let groups = self.history.key_groups(&self.history.rows)?;
+        Ok(vec![with_key_groups(&self.history.rows, groups)?])
+    }
+
+    fn restore(&mut self, state: &[RecordBatch], owned: &KeyGroups, _watermark: i64) -> Result<()> {
+        let rows = state
+            .iter()
+            .map(without_key_groups)
+            .collect::<Result<Vec<_>>>()?;
+        let rows = concat_batches(&self.history.schema, &rows)?;
+        let mine: BooleanArray = self
+            .history
+            .key_groups(&rows)?
+            .into_iter()
+            .map(|g| Some(owned.contains(g)))
+            .collect();
+        self.history.rows = filter_record_batch(&rows, &mine)?;
+        Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: self.history.rows.num_rows(),
+            bytes: self.history.rows.get_array_memory_size(),
+        }
+    }
+
+    fn describe(&self) -> Description {
+        let spec = &self.history.spec;
+        let schema = self.pre.plan.schema();
+        let name = |i: &usize| schema.field(*i).name().clone();
+        Description {
+            summary: format!(
+                "window functions over each key's earlier rows, partitioned by [{}], ordered by {}",
+                spec.keys.iter().map(name).collect::<Vec<_>>().join(", "),
+                name(&spec.order)
+            ),
+            state: Some(format!(
+                "the newest {} rows per key (bounded per key; every key seen is kept)",
+                spec.depth
+            )),
+            plans: vec![
+                (
+                    "on each batch, on the new rows".into(),
+                    Arc::clone(&self.pre.plan),
+                ),
+                (
+                    "over history + new rows (new rows kept)".into(),
+                    Arc::clone(&self.post.plan),
+                ),
+            ],
+        }
+    }
+}
+
+struct KeyHistory {
     spec: HistorySpec,
     /// The rows `pre` produces (the history's rows).
     schema: SchemaRef,
@@ -141,33 +241,22 @@ impl KeyHistory {
         Ok(())
     }
 
+    /// The key group of each row of `batch` (all in one group without
+    /// PARTITION BY: the whole stream is one key).
+    fn key_groups(&self, batch: &RecordBatch) -> Result<Vec<u16>> {
+        if self.spec.keys.is_empty() {
+            return Ok(vec![key_group(&[]); batch.num_rows()]);
+        }
+        let keys: KeyRows = self.converter.convert_columns(&self.key_columns(batch))?;
+        Ok(keys.iter().map(|k| key_group(k.as_ref())).collect())
+    }
+
     fn key_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
         self.spec
             .keys
             .iter()
             .map(|k| Arc::clone(batch.column(*k)))
             .collect()
-    }
-
-    /// Rows and bytes held, for the state-size metric.
-    pub fn size(&self) -> (usize, usize) {
-        (self.rows.num_rows(), self.rows.get_array_memory_size())
-    }
-}
-
-impl QueryState for KeyHistory {
-    /// Depth, keys, order and row schema.
-    fn signature(&self) -> &str {
-        &self.signature
-    }
-
-    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
-        Ok(vec![self.rows.clone()])
-    }
-
-    fn restore(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        self.rows = concat_batches(&self.schema, batches)?;
-        Ok(())
     }
 }
 
@@ -209,8 +298,10 @@ mod tests {
         history
             .remember(&batch(&schema, &["a", "c"], &[4, 1]))
             .unwrap();
-        let kept = history.snapshot().unwrap().remove(0);
-        assert_eq!(kept, batch(&schema, &["a", "a", "b", "c"], &[3, 4, 1, 1]));
+        assert_eq!(
+            history.rows,
+            batch(&schema, &["a", "a", "b", "c"], &[3, 4, 1, 1])
+        );
         let input = history.with_history(&batch(&schema, &["a"], &[5])).unwrap();
         let marks: Vec<bool> = input
             .column(2)

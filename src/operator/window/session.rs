@@ -3,6 +3,7 @@
 //! bridge two, whose partial states are then merged.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::row::RowConverter;
@@ -48,18 +49,26 @@ impl SessionWindows {
         })
     }
 
-    pub fn update(&mut self, input: &EvaluatedInput) -> Result<()> {
+    /// Adds the rows `rows` of `input`. A row joins (or bridges) the sessions
+    /// of its key it overlaps that are still open at the watermark it met: a
+    /// session the watermark has passed is complete, even before `close`
+    /// frees it at the end of the batch.
+    pub fn update(&mut self, input: &EvaluatedInput, rows: Range<usize>) -> Result<()> {
         // `merged_into[g]`: the session that absorbed `g` during this batch.
         let mut merged_into: HashMap<usize, usize> = HashMap::new();
-        let mut groups = Vec::with_capacity(input.times.len());
-        for (row, &t) in input.times.iter().enumerate() {
+        let mut groups = Vec::with_capacity(rows.len());
+        for row in rows.clone() {
+            let (t, watermark) = (input.times[row], input.watermarks[row]);
             let key = self.keys.intern(input.key_rows.row(row));
             let (start, end) = (t, t.saturating_add(self.gap));
             let open = self.by_key.entry(key).or_default();
             let overlapping: Vec<usize> = open
                 .iter()
                 .copied()
-                .filter(|&g| self.sessions[g].start < end && start < self.sessions[g].end)
+                .filter(|&g| {
+                    let s = &self.sessions[g];
+                    s.end > watermark && s.start < end && start < s.end
+                })
                 .collect();
             let target = match overlapping.split_first() {
                 None => {
@@ -97,7 +106,9 @@ impl SessionWindows {
             g
         };
         let groups: Vec<usize> = groups.into_iter().map(resolve).collect();
-        let (arguments, filters) = input.select(None)?;
+        let indices = (rows.len() < input.times.len())
+            .then(|| UInt32Array::from_iter_values(rows.map(|r| r as u32)));
+        let (arguments, filters) = input.select(indices.as_ref())?;
         let total = self.sessions.len();
         for ((acc, args), filter) in self.accumulators.iter_mut().zip(&arguments).zip(&filters) {
             acc.update_batch(args, &groups, filter.as_ref(), total)?;
@@ -218,8 +229,8 @@ impl SessionWindows {
         Ok(states)
     }
 
-    /// Every open session as rows, for a checkpoint.
-    pub fn snapshot(&mut self, converter: &RowConverter) -> Result<Vec<RecordBatch>> {
+    /// Every open session as rows (with each row's key group), for a checkpoint.
+    pub fn snapshot(&mut self, converter: &RowConverter) -> Result<Vec<(RecordBatch, Vec<u16>)>> {
         if self.sessions.is_empty() {
             return Ok(Vec::new());
         }

@@ -86,6 +86,17 @@ impl WindowSpec {
         }
     }
 
+    /// Which windows a watermark has closed, as a number: two watermarks with
+    /// the same epoch have closed the same windows (those ending at or before
+    /// them). `None` for sessions, whose ends depend on the data.
+    pub fn closing_epoch(&self, watermark: i64) -> Option<i64> {
+        let (slide, size) = self.slide_and_size();
+        match self {
+            WindowSpec::Session { .. } => None,
+            _ => Some(watermark.saturating_sub(size).div_euclid(slide)),
+        }
+    }
+
     /// Starts of the windows holding the pane that starts at `pane_start`, in
     /// ascending order.
     pub fn windows_of_pane(&self, pane_start: i64) -> impl Iterator<Item = i64> {
@@ -136,6 +147,20 @@ mod tests {
         assert_eq!(odd.windows_of_pane(40).collect::<Vec<_>>(), vec![0, 20, 40]);
         // pane [50, 60) is in [20, 70) and [40, 90) but not [0, 50): half-open
         assert_eq!(odd.windows_of_pane(50).collect::<Vec<_>>(), vec![20, 40]);
+    }
+
+    #[test]
+    fn watermarks_closing_the_same_windows_share_an_epoch() {
+        let hop = WindowSpec::Hop {
+            slide: 30_000,
+            size: 120_000,
+        };
+        // Windows end at 120 s, 150 s, ...: [120 s, 150 s) closes the same ones.
+        assert_eq!(hop.closing_epoch(120_000), hop.closing_epoch(149_999));
+        assert_ne!(hop.closing_epoch(119_999), hop.closing_epoch(120_000));
+        assert_ne!(hop.closing_epoch(149_999), hop.closing_epoch(150_000));
+        assert_eq!(hop.closing_epoch(i64::MIN), hop.closing_epoch(i64::MIN + 1));
+        assert_eq!(WindowSpec::Session { gap: 10 }.closing_epoch(5), None);
     }
 
     #[test]

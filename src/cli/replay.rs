@@ -21,6 +21,62 @@ pub use merge::{TimeMerge, TraceLine};
 
 use crate::error::{Result, StreamSqlError};
 
+#[derive(clap::Args)]
+pub struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// TOPIC=PATH: a table's folder (its `part-?????-of-?????.csv[.gz]`
+    /// files) or a glob, produced to TOPIC. Repeat for several tables.
+    #[arg(
+        long = "table",
+        value_name = "TOPIC=PATH",
+        default_value = "task_events=datasets/google-2011-sample/task_events"
+    )]
+    tables: Vec<String>,
+    /// Partitions of the topics created (existing topics are kept).
+    #[arg(long, default_value_t = 12)]
+    partitions: i32,
+    /// Pace events at this multiple of the trace's speed, times rebased
+    /// to now (default: as fast as possible, times unchanged).
+    #[arg(long)]
+    speedup: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub async fn execute(args: Args) -> Result<()> {
+    let tables = args
+        .tables
+        .iter()
+        .map(|t| replay_table(t))
+        .collect::<Result<Vec<_>>>()?;
+    let topics: Vec<&str> = tables.iter().map(|(t, _)| t.as_str()).collect();
+    create_topics(&args.brokers, &topics, args.partitions).await?;
+    let options = ReplayOptions {
+        brokers: args.brokers,
+        tables,
+        partitions: args.partitions,
+        speedup: args.speedup,
+        limit: args.limit,
+        progress: !args.quiet,
+    };
+    let stats = tokio::task::spawn_blocking(move || produce(&options))
+        .await
+        .map_err(|e| crate::internal_error!("the replay thread: {e}"))??;
+    println!(
+        "replayed {} events in {:.2} s ({:.0} events/s)",
+        stats.produced,
+        stats.elapsed.as_secs_f64(),
+        stats.rate()
+    );
+    Ok(())
+}
+
 /// What to replay and how.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -195,4 +251,30 @@ fn rebase_time(line: &[u8], time_us: i64) -> Vec<u8> {
     let mut out = time_us.to_string().into_bytes();
     out.extend_from_slice(rest);
     out
+}
+
+/// `TOPIC=PATH` of `replay --table`: the topic and the table's files in order.
+fn replay_table(spec: &str) -> Result<(String, Vec<PathBuf>)> {
+    let bad = |why: &str| -> StreamSqlError {
+        crate::error::Diagnostic::new("--table", None, format!("`{spec}`: {why}"))
+            .with_fix("write it as TOPIC=PATH, e.g. task_events=../shared/datasets/google-2011/task_events")
+            .into()
+    };
+    let (topic, path) = spec.split_once('=').ok_or_else(|| bad("no `=`"))?;
+    let path = PathBuf::from(path);
+    let pattern = if path.is_dir() {
+        path.join("part-?????-of-?????.csv*")
+    } else {
+        path
+    };
+    let mut files: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
+        .map_err(|e| bad(&e.to_string()))?
+        .filter_map(|p| p.ok())
+        .filter(|p| p.is_file())
+        .collect();
+    if files.is_empty() {
+        return Err(bad(&format!("no file matches {}", pattern.display())));
+    }
+    files.sort();
+    Ok((topic.to_string(), files))
 }

@@ -16,13 +16,18 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 
 use super::spec::WindowSpec;
-use crate::error::{Result, StreamSqlError};
+use crate::error::Result;
+use crate::state::{KeyGroups, key_group};
 
 /// One column of the aggregate's group part, in output order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupColumn {
     WindowStart,
     WindowEnd,
+    /// The watermark each row met (see [`crate::plan::WATERMARK_COLUMN`]):
+    /// grouped by so that DataFusion carries it through the query's filters
+    /// to the operator, which reads it instead of grouping by it.
+    Watermark,
     /// The n-th non-window key.
     Key(usize),
 }
@@ -34,6 +39,8 @@ pub struct WindowedAggregate {
     /// Evaluates to each row's pane start (the `window_start` column the
     /// runtime fills in before the query sees the rows).
     pub pane_start: Arc<dyn PhysicalExpr>,
+    /// Evaluates to the watermark each row met.
+    pub watermark: Arc<dyn PhysicalExpr>,
     /// Non-window group keys with their output names.
     pub keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
     /// The group part of the output, in order.
@@ -55,6 +62,8 @@ pub type AggregateInputs = (Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
 pub struct EvaluatedInput {
     /// Per row: pane start (or event time, for sessions).
     pub times: Vec<i64>,
+    /// Per row: the watermark it met.
+    pub watermarks: Vec<i64>,
     pub key_rows: Rows,
     /// Per aggregate: its argument arrays.
     pub arguments: Vec<Vec<ArrayRef>>,
@@ -113,18 +122,17 @@ impl WindowedAggregate {
         converter: &RowConverter,
         batch: &RecordBatch,
     ) -> Result<EvaluatedInput> {
-        let times = self
-            .pane_start
-            .evaluate(batch)?
-            .into_array(batch.num_rows())?;
-        let times = times
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .ok_or_else(|| {
-                StreamSqlError::Internal("window_start is not a millisecond timestamp".into())
-            })?
-            .values()
-            .to_vec();
+        let millis = |expr: &Arc<dyn PhysicalExpr>| -> Result<Vec<i64>> {
+            let array = expr.evaluate(batch)?.into_array(batch.num_rows())?;
+            Ok(array
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .ok_or_else(|| crate::internal_error!("{expr} is not a millisecond timestamp"))?
+                .values()
+                .to_vec())
+        };
+        let times = millis(&self.pane_start)?;
+        let watermarks = millis(&self.watermark)?;
         let mut keys = Vec::with_capacity(self.keys.len().max(1));
         for (expr, _) in &self.keys {
             keys.push(expr.evaluate(batch)?.into_array(batch.num_rows())?);
@@ -153,6 +161,7 @@ impl WindowedAggregate {
         }
         Ok(EvaluatedInput {
             times,
+            watermarks,
             key_rows,
             arguments,
             filters,
@@ -196,7 +205,7 @@ impl WindowedAggregate {
             .iter()
             .map(|c| match c {
                 GroupColumn::WindowStart => Arc::clone(&starts),
-                GroupColumn::WindowEnd => Arc::clone(&ends),
+                GroupColumn::WindowEnd | GroupColumn::Watermark => Arc::clone(&ends),
                 GroupColumn::Key(i) => Arc::clone(&keys[*i]),
             })
             .collect();
@@ -264,7 +273,8 @@ impl WindowedAggregate {
 
     /// The checkpoint layout of state: `start`, `end`, `changed`, one column
     /// per key (`key.<name>`), one per aggregate state field. Plain columns,
-    /// so the state can be inspected with any Parquet reader.
+    /// so the state can be inspected with any Parquet reader. Returned with
+    /// each row's key group.
     pub fn state_batch(
         &self,
         converter: &RowConverter,
@@ -272,7 +282,8 @@ impl WindowedAggregate {
         changed: Vec<bool>,
         keys: &Rows,
         states: &[Vec<ArrayRef>],
-    ) -> Result<RecordBatch> {
+    ) -> Result<(RecordBatch, Vec<u16>)> {
+        let groups = keys.iter().map(|k| key_group(k.as_ref())).collect();
         let mut fields = vec![
             Field::new("start", DataType::Int64, false),
             Field::new("end", DataType::Int64, false),
@@ -306,32 +317,41 @@ impl WindowedAggregate {
                 columns.push(Arc::clone(array));
             }
         }
-        Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns,
-        )?)
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        Ok((batch, groups))
     }
 
-    /// Reads a batch written by [`Self::state_batch`] back.
+    /// Reads a batch written by [`Self::state_batch`] back, keeping the rows
+    /// whose key falls in a group of `owned`.
     pub fn read_state_batch(
         &self,
         converter: &RowConverter,
         batch: &RecordBatch,
+        owned: &KeyGroups,
     ) -> Result<StateRows> {
+        let key_count = self.keys.len().max(1);
+        let keys = converter.convert_columns(&batch.columns()[3..3 + key_count])?;
+        let mine: BooleanArray = keys
+            .iter()
+            .map(|k| Some(owned.contains(key_group(k.as_ref()))))
+            .collect();
+        let batch = &match mine.true_count() == batch.num_rows() {
+            true => batch.clone(),
+            false => datafusion::arrow::compute::filter_record_batch(batch, &mine)?,
+        };
         let int64 = |i: usize| -> Result<Vec<i64>> {
             Ok(datafusion::common::cast::as_int64_array(batch.column(i))?
                 .values()
                 .to_vec())
         };
-        let key_count = self.keys.len().max(1);
         let mut next = 3 + key_count;
         let mut states = Vec::with_capacity(self.aggregates.len());
         for aggregate in &self.aggregates {
             let width = aggregate.state_fields()?.len();
             if next + width > batch.num_columns() {
-                return Err(StreamSqlError::Internal(
-                    "checkpointed state has fewer columns than the query's aggregates".into(),
-                ));
+                return crate::internal_err!(
+                    "checkpointed state has fewer columns than the query's aggregates"
+                );
             }
             states.push(batch.columns()[next..next + width].to_vec());
             next += width;

@@ -2,6 +2,8 @@
 //! gzip) as micro-batches, decoding on a thread of its own so reading and
 //! decoding overlap with the query work.
 
+mod config;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -10,12 +12,17 @@ use std::sync::Arc;
 use flate2::read::MultiGzDecoder;
 use tokio::sync::mpsc;
 
-use super::{Decoder, RawRecord, SourceBatch, SourcePosition, wrong_position};
-use crate::config::{ReplayConfig, SourceConfig};
+pub use config::ReplayConfig;
+pub(crate) use config::default_batch_rows;
+
+use super::{Decoder, RawRecord, SourceBatch, SourceConfig, SourcePosition, wrong_position};
 use crate::error::{Diagnostic, Result, StreamSqlError};
 
 pub struct FileReplay {
     batches: mpsc::Receiver<Result<SourceBatch>>,
+    /// The reading thread, joined at the end of its batches: a thread that
+    /// died (a panic) fails the run instead of looking like the end of input.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FileReplay {
@@ -77,7 +84,7 @@ impl FileReplay {
             header: config.csv.header,
         };
         let (sender, batches) = mpsc::channel(4);
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name(format!("replay-{}", config.name))
             .spawn(move || {
                 if let Err(e) = replay.run(files, resume, &sender) {
@@ -85,13 +92,37 @@ impl FileReplay {
                 }
             })
             .map_err(|e| StreamSqlError::io("cannot start the replay thread", e))?;
-        Ok(Self { batches })
+        Ok(Self {
+            batches,
+            reader: Some(reader),
+        })
     }
 
     /// The next micro-batch, or `None` when every file has been replayed.
     pub async fn next_batch(&mut self) -> Option<Result<SourceBatch>> {
-        self.batches.recv().await
+        if let Some(batch) = self.batches.recv().await {
+            return Some(batch);
+        }
+        let reader = self.reader.take()?;
+        let joined = tokio::task::spawn_blocking(move || reader.join()).await;
+        match joined {
+            Ok(Ok(())) => None,
+            Ok(Err(panic)) => Some(crate::internal_err!(
+                "the replay thread died: {}",
+                panic_message(&panic)
+            )),
+            Err(e) => Some(crate::internal_err!("joining the replay thread: {e}")),
+        }
     }
+}
+
+/// What a panicking thread said.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 /// Opens a file for reading, decompressing `.gz`.

@@ -32,10 +32,79 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::config::{self, ParquetSinkConfig, SinkConfig};
+use crate::config;
 use crate::error::{Diagnostic, Result, StreamSqlError};
 use crate::runtime::{Pipeline, RunOptions};
+use crate::sink::{ParquetSinkConfig, SinkConfig};
 use crate::source::InlineBatch;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Test files, or folders of `*.test` files.
+    #[arg(default_value = "tests/golden")]
+    paths: Vec<PathBuf>,
+    /// Rewrite the expected rows with what the pipelines produce now.
+    #[arg(long)]
+    update: bool,
+    /// Cut each source's lines into micro-batches of N lines instead of the
+    /// `batch` lines of the file: every accepted query must give the same
+    /// rows however its input is cut.
+    #[arg(long, value_name = "N")]
+    batch_rows: Option<usize>,
+}
+
+pub async fn execute(args: Args, config: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    for path in &args.paths {
+        if path.is_dir() {
+            let pattern = path.join("*.test");
+            let mut found: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
+                .map_err(|e| crate::internal_error!("{e}"))?
+                .filter_map(|p| p.ok())
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut failed = 0;
+    for file in &files {
+        let outcome = run_file(config, file, args.update, args.batch_rows).await?;
+        if outcome.failures.is_empty() {
+            println!(
+                "ok    {}{}",
+                outcome.file.display(),
+                if args.update { " (updated)" } else { "" }
+            );
+            continue;
+        }
+        failed += 1;
+        println!("FAIL  {}", outcome.file.display());
+        for (table, missing, unexpected) in &outcome.failures {
+            println!("  expect {table}:");
+            for row in missing {
+                println!("    missing:    {row}");
+            }
+            for row in unexpected {
+                println!("    unexpected: {row}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Diagnostic::new(
+            "streamsql test",
+            None,
+            format!("{failed} of {} golden tests failed", files.len()),
+        )
+        .with_fix(
+            "read the rows above; if the new rows are right, run `streamsql test --update <file>`",
+        )
+        .into());
+    }
+    println!("{} golden tests passed", files.len());
+    Ok(())
+}
 
 /// One `expect` block: where it sits in the file, its columns and rows.
 struct Expectation {
@@ -176,10 +245,20 @@ fn join_row(values: &[String]) -> String {
 
 /// Runs the test in `file` against the pipelines of `config_path`; with
 /// `update`, rewrites its expected rows to what the run produced.
-pub async fn run_file(config_path: &Path, file: &Path, update: bool) -> Result<Outcome> {
+pub async fn run_file(
+    config_path: &Path,
+    file: &Path,
+    update: bool,
+    batch_rows: Option<usize>,
+) -> Result<Outcome> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| StreamSqlError::io(format!("cannot read {}", file.display()), e))?;
-    let test = parse(file, &text)?;
+    let mut test = parse(file, &text)?;
+    if let Some(rows) = batch_rows {
+        for batches in test.inputs.values_mut() {
+            *batches = rebatch(std::mem::take(batches), rows.max(1));
+        }
+    }
     let mut loaded = config::load(config_path)?;
     let pipeline = loaded
         .file
@@ -307,6 +386,21 @@ pub async fn run_file(config_path: &Path, file: &Path, update: bool) -> Result<O
         file: file.to_path_buf(),
         failures,
     })
+}
+
+/// The same lines, in the same order, cut into batches of `rows`.
+fn rebatch(batches: Vec<InlineBatch>, rows: usize) -> Vec<InlineBatch> {
+    let Some(origin) = batches.first().map(|b| Arc::clone(&b.origin)) else {
+        return batches;
+    };
+    let lines: Vec<(u64, String)> = batches.into_iter().flat_map(|b| b.lines).collect();
+    lines
+        .chunks(rows)
+        .map(|chunk| InlineBatch {
+            origin: Arc::clone(&origin),
+            lines: chunk.to_vec(),
+        })
+        .collect()
 }
 
 /// Rows of sorted `want` missing from sorted `got`, and rows of `got` not

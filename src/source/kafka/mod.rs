@@ -3,6 +3,14 @@
 //! time. Offsets are ours: they travel in checkpoints, a restart seeks to
 //! them, and they are committed to the group after each checkpoint so that
 //! monitoring tools see the lag.
+//!
+//! The watermark is per partition: the source's event-time progress is the
+//! minimum, over the partitions that are active (a message within
+//! `idle_timeout`), of the newest event time each has delivered. A batch's
+//! rows are judged in partition order, each against the progress made by the
+//! rows before it.
+
+mod config;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,14 +25,18 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{Decoder, RawRecord, SourceBatch, SourcePosition, wrong_position};
-use crate::config::{KafkaConfig, SourceConfig, StartOffset};
+pub use config::{KafkaConfig, StartOffset};
+
+use super::replay::panic_message;
+use super::{Decoder, RawRecord, SourceBatch, SourceConfig, SourcePosition, wrong_position};
 use crate::error::{Diagnostic, Result, StreamSqlError};
 
 pub struct KafkaSource {
     /// `None` once dropped: closing them stops the reader thread.
     channels: Option<Channels>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Set by the reader when its input ended as it should (not by a panic).
+    ended: Arc<std::sync::atomic::AtomicBool>,
     lag: KafkaLag,
 }
 
@@ -182,15 +194,18 @@ impl KafkaSource {
             partitions: BTreeMap::new(),
             lags: Arc::clone(&lags),
         };
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader_ended = Arc::clone(&ended);
         let reader = std::thread::Builder::new()
             .name(format!("kafka-{}", config.name))
             .spawn(move || {
-                reader.run(sender, &commit_requests);
+                reader.run(sender, &commit_requests, &reader_ended);
             })
             .map_err(|e| StreamSqlError::io("cannot start the Kafka thread", e))?;
         Ok(Self {
             channels: Some(Channels { batches, commits }),
             reader: Some(reader),
+            ended,
             lag: KafkaLag {
                 topic: kafka.topic.clone(),
                 offsets: lags,
@@ -203,9 +218,20 @@ impl KafkaSource {
     }
 
     /// The next micro-batch; `None` once `stop_at_end` or `stop_when_idle`
-    /// ended the input.
+    /// ended the input. A reader thread that died fails the run.
     pub async fn next_batch(&mut self) -> Option<Result<SourceBatch>> {
-        self.channels.as_mut()?.batches.recv().await
+        if let Some(batch) = self.channels.as_mut()?.batches.recv().await {
+            return Some(batch);
+        }
+        if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        let reader = self.reader.take()?;
+        let why = match tokio::task::spawn_blocking(move || reader.join()).await {
+            Ok(Err(panic)) => panic_message(&panic),
+            _ => "it stopped without a reason".into(),
+        };
+        Some(crate::internal_err!("the Kafka reader thread died: {why}"))
     }
 
     /// Commits `position` to the consumer group (after its checkpoint).
@@ -393,10 +419,12 @@ impl Reader {
         mut self,
         sender: mpsc::Sender<Result<SourceBatch>>,
         commit_requests: &std::sync::mpsc::Receiver<BTreeMap<i32, i64>>,
+        ended: &std::sync::atomic::AtomicBool,
     ) {
         if let Err(e) = self.consume(&sender, commit_requests) {
             let _ = sender.blocking_send(Err(e));
         }
+        ended.store(true, std::sync::atomic::Ordering::SeqCst);
         drop(sender);
         for offsets in commit_requests {
             self.commit(&offsets, CommitMode::Sync);
@@ -593,29 +621,45 @@ impl Reader {
             topic: self.topic.clone(),
             offsets: positions,
         };
-        let mut parts = Vec::new();
-        for (partition, buffer) in buffers {
-            let batch = self
-                .decoder
-                .decode(&buffer.bytes, &buffer.records, position.clone())?;
-            let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+        // Partitions that delivered, and newly assigned ones, are active now.
+        for partition in buffers.keys().chain(&assigned) {
+            let clock = self.partitions.entry(*partition).or_insert(PartitionClock {
                 max_event_time: None,
                 last_message: now,
             });
-            clock.last_message = now;
-            if let Some(max) = batch.event_time.iter().copied().max() {
-                clock.max_event_time = Some(clock.max_event_time.map_or(max, |m| m.max(max)));
+            if buffers.contains_key(partition) {
+                clock.last_message = now;
             }
+        }
+        let mut parts = Vec::new();
+        let mut row_progress = Vec::new();
+        for (partition, buffer) in buffers {
+            let mut batch =
+                self.decoder
+                    .decode(&buffer.bytes, &buffer.records, position.clone())?;
+            // Within this partition's rows the other partitions stand still.
+            let others = self.event_time_progress_without(&assigned, partition, now);
+            let clock = self
+                .partitions
+                .get_mut(&partition)
+                .ok_or_else(|| crate::internal_error!("no clock for partition {partition}"))?;
+            let mut newest = clock.max_event_time.unwrap_or(i64::MIN);
+            let mut seen = clock.max_event_time.is_some();
+            for t in &batch.event_time {
+                row_progress.push(match seen {
+                    true => others.min(newest),
+                    false => i64::MIN,
+                });
+                newest = newest.max(*t);
+                seen = true;
+            }
+            if seen {
+                clock.max_event_time = Some(newest);
+            }
+            batch.progress.clear();
             parts.push(batch);
         }
-        // Newly assigned partitions count as active from now on.
-        for partition in &assigned {
-            self.partitions.entry(*partition).or_insert(PartitionClock {
-                max_event_time: None,
-                last_message: now,
-            });
-        }
-        let progress = self.event_time_progress(&assigned, now);
+        let progress = self.event_time_progress_without(&assigned, -1, now);
         let rows: Vec<&RecordBatch> = parts.iter().map(|p| &p.rows).collect();
         Ok(SourceBatch {
             rows: concat_batches(self.decoder.schema(), rows)?,
@@ -623,6 +667,7 @@ impl Reader {
                 .iter()
                 .flat_map(|p| p.event_time.iter().copied())
                 .collect(),
+            progress: row_progress,
             dead_letters: parts
                 .iter_mut()
                 .flat_map(|p| p.dead_letters.drain(..))
@@ -634,22 +679,30 @@ impl Reader {
     }
 
     /// The minimum event time over the assigned partitions that are active
-    /// (a message within `idle_timeout`); `i64::MIN` while an active one has
-    /// none yet or none is active.
-    fn event_time_progress(&self, assigned: &BTreeSet<i32>, now: Instant) -> i64 {
-        let active: Vec<Option<i64>> = assigned
-            .iter()
-            .filter_map(|p| self.partitions.get(p))
-            .filter(|c| now.duration_since(c.last_message) < self.idle_timeout)
-            .map(|c| c.max_event_time)
-            .collect();
-        if active.is_empty() {
+    /// (a message within `idle_timeout`), leaving out partition `except`;
+    /// `i64::MIN` while an active one has none yet; `i64::MAX` when none
+    /// is active but `except` (`i64::MIN` when none is active at all).
+    fn event_time_progress_without(
+        &self,
+        assigned: &BTreeSet<i32>,
+        except: i32,
+        now: Instant,
+    ) -> i64 {
+        let active = |p: &&i32| {
+            self.partitions
+                .get(p)
+                .is_some_and(|c| now.duration_since(c.last_message) < self.idle_timeout)
+        };
+        if !assigned.iter().any(|p| active(&p)) {
             return i64::MIN;
         }
-        active
-            .into_iter()
-            .try_fold(i64::MAX, |min, t| t.map(|t| min.min(t)))
-            .unwrap_or(i64::MIN)
+        assigned
+            .iter()
+            .filter(active)
+            .filter(|p| **p != except)
+            .map(|p| self.partitions[p].max_event_time.unwrap_or(i64::MIN))
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     fn commit(&self, offsets: &BTreeMap<i32, i64>, mode: CommitMode) {
