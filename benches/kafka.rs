@@ -1,10 +1,10 @@
-//! The Kafka path on a real Kafka-protocol broker (tansu on loopback, sqlite
-//! storage, sharing the machine with the client): `streamsql replay`'s
+//! The Kafka path on a real Apache Kafka broker (KRaft, on loopback,
+//! sharing the machine with the client): `streamsql replay`'s
 //! produce rate, then W1 read from the topic against a bare rdkafka consumer
 //! reading the same topic. The ratio is what the engine costs on top of
-//! Kafka itself (target: at least 0.8).
+//! Kafka itself (target: at least 0.9).
 //!
-//! Run with `scripts/bench.sh --bench kafka` (it installs tansu). Input: the
+//! Run with `scripts/bench.sh --bench kafka` (it installs Kafka). Input: the
 //! first three parts of the real trace's task_events (../shared/datasets;
 //! the bundled sample's two when absent).
 
@@ -87,7 +87,8 @@ fn w1_from_kafka(brokers: &str, round: usize, output: &std::path::Path) -> (u64,
 
 fn main() {
     let dir = std::env::temp_dir().join(format!("streamsql-bench-kafka-{}", std::process::id()));
-    let broker = common::broker::Broker::start(&dir.join("broker"));
+    let broker = common::broker::Broker::start(&dir.join("broker"))
+        .expect("a Kafka broker: run through scripts/bench.sh, which installs it");
     let files = common::trace_parts("task_events", 3);
     println!(
         "input: {} parts of task_events, from {}",

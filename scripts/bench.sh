@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
-install_tansu
+install_kafka
 install_osmem
 cargo bench --locked "$@"

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
-install_tansu
+install_kafka
 install_moto
 install_osmem
 install_compose

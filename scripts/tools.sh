@@ -6,16 +6,22 @@ cache="${STREAMSQL_CACHE:-$HOME/.cache/streamsql}"
 # Builds are reused across runs from a target directory outside the clone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 
-# tansu, a Kafka-protocol broker in Rust (../shared/notes/kafka-here.md):
-# built once (about 16 minutes on 2 cores) into the cache.
-install_tansu() {
-  local version=0.6.0 tools="$cache/tools"
-  if [ "$("$tools/bin/tansu" --version 2>/dev/null)" != "tansu $version" ]; then
-    echo "building tansu $version into $tools" >&2
-    (unset CARGO_TARGET_DIR; cargo install tansu --version "$version" --locked \
-      --features dynostore,libsql --root "$tools")
+# Apache Kafka (the broker itself, KRaft mode) from Maven Central, for the
+# Kafka tests and benchmark: the jars of scripts/kafka/pom.xml in one folder,
+# run on the machine's Java 17 by tests/common/broker.rs.
+install_kafka() {
+  local version
+  version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
+  local dir="$cache/tools/kafka-$version"
+  if [ ! -f "$dir/installed" ]; then
+    command -v java > /dev/null || { echo "Java 17 or newer is needed to run Kafka" >&2; return 1; }
+    echo "fetching Apache Kafka $version (Maven Central) into $dir" >&2
+    rm -rf "$dir"
+    mvn -q -B -f scripts/kafka/pom.xml dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$dir/lib" >&2
+    touch "$dir/installed"
   fi
-  export STREAMSQL_TANSU="$tools/bin/tansu"
+  export STREAMSQL_KAFKA_LIB="$dir/lib"
 }
 
 # Python packages, one virtualenv, each pinned: `pip_install NAME VERSION [SPEC]`

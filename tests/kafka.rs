@@ -1,5 +1,6 @@
-//! The Kafka path against a real Kafka-protocol broker: tansu, started here
-//! on a free loopback port (scripts/test.sh installs it). The real trace is
+//! The Kafka path against a real Apache Kafka broker, started here on free
+//! loopback ports (scripts/test.sh installs it; without it these tests are
+//! skipped, with the reason printed, except under CI). The real trace is
 //! produced by `streamsql replay` into a 12-partition topic; W1 read from
 //! Kafka must equal W1 read from the files, also when the runner is killed
 //! with SIGKILL mid-stream and restarted, and two runners in one consumer
@@ -123,7 +124,9 @@ fn reference(dir: &Path, files: &[PathBuf]) -> Vec<String> {
 #[test]
 fn w1_from_kafka_equals_w1_from_files() {
     let dir = common::scratch_dir("kafka-w1");
-    let broker = Broker::start(&dir.join("broker"));
+    let Some(broker) = Broker::start(&dir.join("broker")) else {
+        return;
+    };
     let files = common::trace_parts("task_events", 1);
     let expected = reference(&dir, &files);
     assert!(!expected.is_empty());
@@ -143,7 +146,9 @@ fn w1_from_kafka_equals_w1_from_files() {
 #[test]
 fn killed_mid_stream_and_restarted_no_row_is_lost_or_counted_twice() {
     let dir = common::scratch_dir("kafka-kill");
-    let broker = Broker::start(&dir.join("broker"));
+    let Some(broker) = Broker::start(&dir.join("broker")) else {
+        return;
+    };
     let files = common::trace_parts("task_events", 1);
     let expected = reference(&dir, &files);
     replay(&broker, &[("restarts", &files)], &dir, None);
@@ -161,23 +166,16 @@ fn killed_mid_stream_and_restarted_no_row_is_lost_or_counted_twice() {
     let full = started.elapsed();
     eprintln!("uninterrupted run: {full:?}");
 
-    // The same group every time, as a restarted service would use. Each
-    // restart waits out the session timeout (6 s): tansu 0.6 gives a member
-    // that joins while a killed leader is still in the group an empty
-    // assignment and never rebalances again; Kafka itself expires the dead
-    // member and rebalances, so there an immediate restart works.
+    // The same group every time, as a restarted service would use, restarted
+    // at once: Kafka expires the killed member after its session timeout and
+    // rebalances.
     let config = write_pipeline(
         &dir.join("killed"),
         &kafka_input(&broker, "restarts", "restarted", "stop_at_end: true"),
     );
     let out = dir.join("killed/out");
-    let kills = common::kill_at_random_points(
-        || run(&config, &out, &[]),
-        &out,
-        full,
-        4,
-        Duration::from_secs(7),
-    );
+    let kills =
+        common::kill_at_random_points(|| run(&config, &out, &[]), &out, full, 4, Duration::ZERO);
     assert!(
         kills.count >= 3,
         "only {} kills landed mid-run",
@@ -191,10 +189,8 @@ fn killed_mid_stream_and_restarted_no_row_is_lost_or_counted_twice() {
     // The group has now committed the topic's end. `--from-scratch` reads
     // from the start regardless, and a run stopped early resumes exactly:
     // every assigned partition is in its checkpoint, read yet or not.
-    std::thread::sleep(Duration::from_secs(7));
     let early = ["--from-scratch", "--stop-after-batches", "2"];
     common::assert_ok(&common::output_within(run(&config, &out, &early), LIMIT));
-    std::thread::sleep(Duration::from_secs(7));
     common::assert_ok(&common::output_within(run(&config, &out, &[]), LIMIT));
     assert_same_rows(&expected, &rows(&[&out]));
 }
@@ -226,7 +222,9 @@ fn assigned(line: &str) -> Option<Vec<i32>> {
 #[test]
 fn two_runners_in_one_group_split_the_partitions() {
     let dir = common::scratch_dir("kafka-group");
-    let broker = Broker::start(&dir.join("broker"));
+    let Some(broker) = Broker::start(&dir.join("broker")) else {
+        return;
+    };
     let files = common::trace_parts("task_events", 1);
     let expected = reference(&dir, &files);
     // The topic exists, empty, before the runners join.
@@ -340,7 +338,9 @@ async fn expected_and_actual(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn w2_from_kafka_equals_batch_sql() {
     let dir = common::scratch_dir("kafka-w2");
-    let broker = Broker::start(&dir.join("broker"));
+    let Some(broker) = Broker::start(&dir.join("broker")) else {
+        return;
+    };
     let tasks = common::trace_parts("task_events", 1);
     let mut jobs = common::trace_parts("job_events", 1);
     let no_jobs = jobs.is_empty();
@@ -473,7 +473,9 @@ fn values(text: &str, prefix: &str) -> Vec<f64> {
 #[test]
 fn prometheus_metrics_are_scraped_while_a_kafka_pipeline_runs() {
     let dir = common::scratch_dir("kafka-metrics");
-    let broker = Broker::start(&dir.join("broker"));
+    let Some(broker) = Broker::start(&dir.join("broker")) else {
+        return;
+    };
     let files = common::trace_parts("task_events", 1);
     replay(&broker, &[("metrics", &files)], &dir, Some(30_000));
     let config = write_pipeline(

@@ -1,18 +1,18 @@
-//! A tansu broker (a Kafka-protocol broker in Rust, installed by
-//! scripts/tools.sh) on a free loopback port, for the Kafka tests and the
-//! Kafka benchmark.
+//! An Apache Kafka broker (KRaft mode, one node acting as broker and
+//! controller) on free loopback ports, for the Kafka tests and the Kafka
+//! benchmark. Its jars come from Maven Central through scripts/tools.sh
+//! (`STREAMSQL_KAFKA_LIB`); it runs on the machine's Java.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// One broker at a time per test binary: tests run in parallel, and several
-/// brokers with their clients on two cores starve each other into
-/// multi-second fetch stalls that end `stop_when_idle` runs early.
+/// One broker at a time per test binary: a JVM broker and its clients on two
+/// cores are enough load, and a second broker would stall both.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// A tansu broker with its data in a scratch folder, killed when dropped.
+/// A broker with its log directory in a scratch folder, killed when dropped.
 pub struct Broker {
     child: Child,
     _turn: MutexGuard<'static, ()>,
@@ -20,39 +20,119 @@ pub struct Broker {
     pub address: String,
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The jars of the broker, or `None` (with the reason printed) when the test
+/// script did not install it.
+pub fn kafka_lib() -> Option<String> {
+    let lib = std::env::var("STREAMSQL_KAFKA_LIB").ok();
+    if lib.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "STREAMSQL_KAFKA_LIB is not set: CI runs the Kafka tests through scripts/test.sh"
+        );
+        eprintln!(
+            "skipped: no Kafka broker (STREAMSQL_KAFKA_LIB unset; scripts/test.sh installs it)"
+        );
+    }
+    lib
+}
+
 impl Broker {
-    /// Starts a broker storing its data (sqlite) in `dir`.
-    pub fn start(dir: &Path) -> Self {
+    /// Starts a broker keeping its data in `dir`; `None` when no broker is
+    /// installed (the test is then skipped, see [`kafka_lib`]).
+    pub fn start(dir: &Path) -> Option<Self> {
+        let lib = kafka_lib()?;
         // A test that failed holding the turn has still released it.
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let program = std::env::var("STREAMSQL_TANSU").unwrap_or_else(|_| "tansu".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
+        let (port, controller) = (free_port(), free_port());
         std::fs::create_dir_all(dir).unwrap();
-        let child = Command::new(&program)
-            .current_dir(dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let properties = dir.join("server.properties");
+        std::fs::write(
+            &properties,
+            format!(
+                "process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={}
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("log4j2.properties"),
+            "rootLogger.level = warn\nrootLogger.appenderRef.file.ref = file\n\
+             appender.file.type = File\nappender.file.name = file\n\
+             appender.file.fileName = broker.log\nappender.file.layout.type = PatternLayout\n\
+             appender.file.layout.pattern = %d %p %c %m%n\n",
+        )
+        .unwrap();
+        let java = |class: &str| {
+            let mut command = Command::new("java");
+            command
+                .current_dir(dir)
+                .args(["-Xms256m", "-Xmx768m", "-XX:+UseSerialGC"])
+                .arg("-Dlog4j2.configurationFile=log4j2.properties")
+                .args(["-cp", &format!("{lib}/*"), class])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            command
+        };
+        let formatted = java("kafka.tools.StorageTool")
+            .args([
+                "format",
+                "--standalone",
+                "--cluster-id",
+                "c3RyZWFtc3FsLXRlc3RzAA",
+            ])
+            .args(["--config", &properties.display().to_string()])
+            .status()
+            .expect("java (Kafka needs Java 17 or newer)");
+        assert!(
+            formatted.success(),
+            "formatting the Kafka log directory failed"
+        );
+        let child = java("kafka.Kafka")
+            .arg(properties.display().to_string())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `{program}` ({e}): run through scripts/test.sh or scripts/bench.sh, which install tansu")
-            });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
+            .expect("start the Kafka broker");
+        let mut broker = Self {
             child,
             _turn: turn,
             address: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!(
+                    "the Kafka broker exited ({status}): see {}",
+                    dir.join("broker.log").display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Kafka broker did not start within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
+        Some(broker)
     }
 }
 
