@@ -231,11 +231,14 @@ fn a_broken_newest_checkpoint_is_skipped_for_the_one_before() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// (case name, what it does to the newest checkpoint's folder, the error expected).
+type Damage = (&'static str, fn(&Path), &'static str);
+
 #[test]
 fn an_unreadable_or_foreign_checkpoint_stops_the_run_and_keeps_every_output() {
     let dir = common::scratch_dir("unusable-checkpoint");
     let config = write_pipeline(&dir, &sample_glob(), 5_000);
-    let cases: [(&str, fn(&Path), &str); 3] = [
+    let cases: [Damage; 3] = [
         (
             "unreadable",
             // A read that fails (here: a symbolic link to itself, which no
