@@ -11,11 +11,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod metrics;
-pub mod operator;
+pub(crate) mod operator;
 pub mod plan;
 pub mod runtime;
 pub mod sink;
 pub mod source;
-pub mod state;
+pub(crate) mod state;
 
 pub use error::{Result, StreamSqlError};

@@ -4,7 +4,7 @@
 
 mod check;
 mod explain;
-pub mod generate_sample;
+mod generate_sample;
 mod query;
 pub mod replay;
 mod run;

@@ -115,7 +115,7 @@ pub trait Operator: Send {
     }
 
     /// The whole state as rows, each with its key group in the first column
-    /// ([`crate::state::KEY_GROUP_COLUMN`]). Leaves the state as it was.
+    /// (see [`crate::state::with_key_groups`]). Leaves the state as it was.
     fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
         Ok(Vec::new())
     }

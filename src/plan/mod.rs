@@ -12,17 +12,17 @@ use std::sync::Arc;
 use crate::config::{EmitMode, LoadedConfig};
 use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
 
-pub(crate) mod incremental;
+mod incremental;
 mod over;
 mod params;
 mod query;
 mod slot;
 mod window_sql;
 
-pub use over::HistorySpec;
-pub use query::{QueryPlan, TableDef, TableRole, with_window_columns};
-pub use slot::BatchSlot;
-pub use window_sql::{WATERMARK_COLUMN, WindowCall};
+pub(crate) use over::HistorySpec;
+pub use query::{QueryPlan, TableDef, TableRole};
+pub(crate) use slot::BatchSlot;
+pub(crate) use window_sql::WATERMARK_COLUMN;
 
 /// A pipeline planned: every table and the query that produces each result.
 pub struct PipelinePlan {

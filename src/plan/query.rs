@@ -65,7 +65,7 @@ pub struct QueryPlan {
 
 /// The columns a windowed query's source gains: each row's pane bounds as
 /// `window_start`/`window_end`, and the watermark it met.
-pub fn with_window_columns(schema: &Schema) -> SchemaRef {
+fn with_window_columns(schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     for name in ["window_start", "window_end", WATERMARK_COLUMN] {
         fields.push(Field::new(

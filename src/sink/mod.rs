@@ -8,7 +8,7 @@
 //! kind's file); [`SinkConfig`] is the one place that knows them all.
 
 mod console;
-pub(crate) mod dead_letter;
+mod dead_letter;
 pub mod elasticsearch;
 mod parquet;
 
@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 
 pub use console::ConsoleSinkConfig;
-pub use dead_letter::{DeadLetter, DeadLetterKind, DeadLetterSink};
+pub(crate) use dead_letter::{DeadLetter, DeadLetterKind, DeadLetterSink};
 pub use elasticsearch::ElasticsearchSinkConfig;
 pub use parquet::ParquetSinkConfig;
 
@@ -31,7 +31,7 @@ use crate::plan::QueryPlan;
 
 /// One destination of a query's rows.
 #[async_trait]
-pub trait Sink: Send {
+pub(crate) trait Sink: Send {
     /// Names it in metrics, logs and the run summary.
     fn name(&self) -> &str;
 
@@ -84,7 +84,7 @@ impl SinkConfig {
 }
 
 /// Checks each sink's settings against the query's output columns.
-pub fn check_settings(
+pub(crate) fn check_settings(
     loaded: &LoadedConfig,
     pipeline: &str,
     query: &QueryConfig,
@@ -107,7 +107,7 @@ pub fn check_settings(
 
 /// Starts the sinks of a query. Parquet parts of epochs after `keep_through`
 /// are removed (see [`parquet_parts`]).
-pub async fn start(
+pub(crate) async fn start(
     loaded: &LoadedConfig,
     pipeline: &str,
     query: &QueryConfig,
@@ -143,7 +143,7 @@ pub async fn start(
 /// Parts of epochs after `keep_through` (all, when `None`: a fresh start)
 /// are removed: they belong to epochs no checkpoint covers, which this run
 /// writes again.
-pub fn parquet_parts(
+pub(crate) fn parquet_parts(
     dir: &Path,
     schema: SchemaRef,
     keep_through: Option<u64>,

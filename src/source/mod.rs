@@ -22,9 +22,11 @@ pub use config::{
     ColumnConfig, ColumnType, CsvOptions, EventTimeConfig, EventTimeUnit, Format, RegexGroups,
     SourceConfig, SourceInput,
 };
-pub use decode::Decoder;
-pub use inline::{InlineBatch, InlineRows};
-pub use kafka::{KafkaLag, KafkaSource};
+pub(crate) use decode::Decoder;
+pub use inline::InlineBatch;
+pub(crate) use inline::InlineRows;
+pub use kafka::KafkaLag;
+pub(crate) use kafka::KafkaSource;
 pub use replay::{FileReplay, open_file};
 
 use crate::sink::DeadLetter;

@@ -12,8 +12,6 @@ mod key_group;
 mod manifest;
 mod store;
 
-pub use key_group::{
-    KEY_GROUP_COLUMN, KEY_GROUPS, KeyGroups, key_group, with_key_groups, without_key_groups,
-};
+pub use key_group::{KeyGroups, key_group, with_key_groups, without_key_groups};
 pub use manifest::{FORMAT_VERSION, Manifest, QueryCheckpoint, SourceCheckpoint};
 pub use store::{Checkpoint, CheckpointStore};

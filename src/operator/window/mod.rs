@@ -89,7 +89,7 @@ impl WindowOperator {
     }
 
     /// The source's rows with what the query's SQL sees as window columns:
-    /// each row's pane (see [`crate::plan::with_window_columns`]) and the
+    /// each row's pane (the columns `plan` gives a windowed query's source) and the
     /// watermark it meets.
     fn with_window_columns(&self, rows: &RecordBatch, times: &EventTimes) -> Result<RecordBatch> {
         let spec = self.spec();
