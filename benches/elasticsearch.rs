@@ -11,7 +11,7 @@
 //! osmem-server). Input: the first `EVENTS` task events after time 0 of the
 //! real trace (../shared/datasets; of the bundled sample when absent).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -98,7 +98,7 @@ fn main() {
         parquet.events_in as f64 / parquet_time.as_secs_f64()
     );
 
-    let es = Osmem::start();
+    let es = Osmem::start().expect("osmem-server: run through scripts/bench.sh");
     let (sent, plain_time) = plain_bulk(es.address(), &dir.join("parquet/task_failure_metrics"));
     drop(es);
     println!(
@@ -107,7 +107,7 @@ fn main() {
         sent as f64 / plain_time.as_secs_f64()
     );
 
-    let es = Osmem::start();
+    let es = Osmem::start().expect("osmem-server: run through scripts/bench.sh");
     let elasticsearch: SinkConfig =
         serde_yaml::with::singleton_map::deserialize(serde_yaml::Deserializer::from_str(&format!(
             "elasticsearch: {{ url: '{}', index: 'bench-w1-{{window_start:%Y.%m.%d}}', \

@@ -8,7 +8,7 @@
 //! first three parts of the real trace's task_events (../shared/datasets;
 //! the bundled sample's two when absent).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 
 # Apache Kafka (the broker itself, KRaft mode) from Maven Central, for the
 # Kafka tests and benchmark: the jars of scripts/kafka/pom.xml in one folder,
-# run on the machine's Java 17 by tests/common/broker.rs.
+# run on the machine's Java 17 by tests/it/common/broker.rs.
 install_kafka() {
   local version
   version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)

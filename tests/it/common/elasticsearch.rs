@@ -20,8 +20,9 @@ pub struct Osmem {
 }
 
 impl Osmem {
-    pub fn start() -> Self {
-        let program = std::env::var("STREAMSQL_OSMEM").unwrap_or_else(|_| "osmem-server".into());
+    /// `None` when osmem-server is not installed (see [`super::service`]).
+    pub fn start() -> Option<Self> {
+        let program = super::service("STREAMSQL_OSMEM", "osmem-server")?;
         let mut child = Command::new(&program)
             .args(["-addr", "127.0.0.1:0", "-no-stdin-watch"])
             .args(["-parent-pid", &std::process::id().to_string()])
@@ -38,10 +39,10 @@ impl Osmem {
             .unwrap();
         let ready: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("osmem-server said {line:?} ({e})"));
-        Self {
+        Some(Self {
             child,
             url: ready["url"].as_str().unwrap().to_string(),
-        }
+        })
     }
 
     /// `host:port` of the server.

@@ -6,7 +6,7 @@
 //! with SIGKILL mid-stream and restarted, and two runners in one consumer
 //! group split the partitions.
 
-mod common;
+use crate::common;
 
 use common::broker::Broker;
 

@@ -28,27 +28,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The jars of the broker, or `None` (with the reason printed) when the test
-/// script did not install it.
-pub fn kafka_lib() -> Option<String> {
-    let lib = std::env::var("STREAMSQL_KAFKA_LIB").ok();
-    if lib.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "STREAMSQL_KAFKA_LIB is not set: CI runs the Kafka tests through scripts/test.sh"
-        );
-        eprintln!(
-            "skipped: no Kafka broker (STREAMSQL_KAFKA_LIB unset; scripts/test.sh installs it)"
-        );
-    }
-    lib
-}
-
 impl Broker {
     /// Starts a broker keeping its data in `dir`; `None` when no broker is
-    /// installed (the test is then skipped, see [`kafka_lib`]).
+    /// installed (the test is then skipped, see [`super::service`]).
     pub fn start(dir: &Path) -> Option<Self> {
-        let lib = kafka_lib()?;
+        let lib = super::service("STREAMSQL_KAFKA_LIB", "Apache Kafka")?;
         // A test that failed holding the turn has still released it.
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let (port, controller) = (free_port(), free_port());

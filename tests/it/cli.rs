@@ -1,6 +1,6 @@
 //! The commands a user types, run as the built binary.
 
-mod common;
+use crate::common;
 
 fn streamsql(args: &[&str]) -> std::process::Output {
     common::streamsql(args).output().expect("run streamsql")

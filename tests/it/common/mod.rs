@@ -17,6 +17,21 @@ use datafusion::prelude::{CsvReadOptions, SessionContext};
 use streamsql::metrics::Summary;
 use streamsql::runtime::{Pipeline, RunOptions};
 
+/// Where test service `var` is (a program or a folder, exported by
+/// scripts/test.sh), or `None` with the reason printed: `cargo test` alone
+/// passes on a clean clone. Under `CI` a missing service fails the test.
+pub fn service(var: &str, what: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(var) {
+        return Some(value);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{var} is not set: CI runs every test through scripts/test.sh, which installs {what}"
+    );
+    eprintln!("skipped: no {what} ({var} unset; scripts/test.sh installs it)");
+    None
+}
+
 /// A fresh directory under the target dir, removed at the start of each use.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("streamsql-test-{}-{name}", std::process::id()));

@@ -2,7 +2,7 @@
 //! coursework and Alibaba server metrics against a brute-force evaluation,
 //! and rule queries with window functions across a restart.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

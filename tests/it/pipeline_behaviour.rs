@@ -2,7 +2,7 @@
 //! queryable by SQL, chained queries, JSON sources, and config or SQL errors
 //! that name the file, line and fix.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

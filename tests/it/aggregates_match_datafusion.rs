@@ -2,7 +2,7 @@
 //! operator (partial states merged across micro-batches and panes), gives what
 //! DataFusion computes in one batch query over the same rows.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 

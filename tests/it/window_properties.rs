@@ -6,7 +6,7 @@
 //! keeps raw rows per window and computes every aggregate from scratch. So
 //! every case also checks that the answer does not depend on the batch size.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
