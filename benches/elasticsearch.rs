@@ -17,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::elasticsearch::{Osmem, http};
+use common::elasticsearch::{EsServer, http};
 use streamsql::config::SinkConfig;
 use streamsql::metrics::Summary;
 use streamsql::runtime::RunOptions;
@@ -98,7 +98,7 @@ fn main() {
         parquet.events_in as f64 / parquet_time.as_secs_f64()
     );
 
-    let es = Osmem::start().expect("osmem-server: run through scripts/bench.sh");
+    let es = EsServer::osmem().expect("osmem-server: run through scripts/bench.sh");
     let (sent, plain_time) = plain_bulk(es.address(), &dir.join("parquet/task_failure_metrics"));
     drop(es);
     println!(
@@ -107,7 +107,7 @@ fn main() {
         sent as f64 / plain_time.as_secs_f64()
     );
 
-    let es = Osmem::start().expect("osmem-server: run through scripts/bench.sh");
+    let es = EsServer::osmem().expect("osmem-server: run through scripts/bench.sh");
     let elasticsearch: SinkConfig =
         serde_yaml::with::singleton_map::deserialize(serde_yaml::Deserializer::from_str(&format!(
             "elasticsearch: {{ url: '{}', index: 'bench-w1-{{window_start:%Y.%m.%d}}', \

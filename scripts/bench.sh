@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 source scripts/tools.sh
 install_kafka
 install_osmem
+install_opensearch
 cargo bench --locked "$@"

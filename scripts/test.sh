@@ -7,5 +7,7 @@ source scripts/tools.sh
 install_kafka
 install_moto
 install_osmem
+install_opensearch
+install_prometheus
 install_compose
 cargo test --release --locked "$@"

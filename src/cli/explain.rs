@@ -18,7 +18,11 @@ pub async fn execute(args: Args, config: &Path) -> Result<()> {
     let plan = plan_pipeline(&loaded, &args.pipeline).await?;
     for (planned, query) in plan.queries.iter().zip(queries) {
         println!("{}", planned.describe());
-        let sinks: Vec<String> = query.sinks.iter().map(|s| s.describe()).collect();
+        let sinks: Vec<String> = query
+            .sinks
+            .iter()
+            .map(|s| s.describe(&query.name))
+            .collect();
         println!("  sinks: {}", sinks.join("; "));
     }
     Ok(())

@@ -56,7 +56,7 @@ enum Command {
     /// by job id (the simulator of seeds 000 and 001).
     Replay(replay::Args),
     /// Run golden tests: a pipeline over given input lines must produce the
-    /// expected rows (README: "Golden tests").
+    /// expected rows (docs/testing.md, "Golden tests").
     Test(test::Args),
     /// Write the bundled sample data (synthetic, in the real formats).
     GenerateSample(generate_sample::Args),

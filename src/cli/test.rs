@@ -22,7 +22,25 @@
 //! the inputs are the lines given, every micro-batch triggers `update`
 //! queries, sinks are Parquet in a temporary folder, and it starts from
 //! scratch. `expect` lists the columns to compare, then the rows in any order
-//! (compared sorted). `--update` rewrites the rows with what the run produced.
+//! (compared sorted); `expect TABLE ordered` compares them in the order they
+//! were written (with `--batch-rows`, which changes the micro-batches, as
+//! a set). `--update` rewrites the rows with what the run produced.
+//!
+//! Diagnostics are golden too: `query NAME` followed by SQL lines replaces
+//! (or adds) that query of the pipeline, and `expect error` followed by lines
+//! that must each appear in the error the pipeline is refused with:
+//!
+//! ```text
+//! pipeline task_failures
+//!
+//! query top_machines
+//! SELECT machine_id FROM task_events ORDER BY time DESC LIMIT 3
+//!
+//! expect error
+//! a stream has no first or last rows
+//! ```
+//!
+//! Positions in the message point into the test file itself.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +50,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::config;
+use crate::config::{self, QueryConfig};
 use crate::error::{Diagnostic, Result, StreamSqlError};
 use crate::runtime::{Pipeline, RunOptions};
 use crate::sink::{ParquetSinkConfig, SinkConfig};
@@ -108,18 +126,32 @@ pub async fn execute(args: Args, config: &Path) -> Result<()> {
 
 /// One `expect` block: where it sits in the file, its columns and rows.
 struct Expectation {
-    table: String,
+    /// The output table, or `None` for `expect error`.
+    table: Option<String>,
     /// 0-based index of the `expect` line.
     line: usize,
     /// 0-based index of the first line after the block.
     end: usize,
+    /// The columns to compare (none for `expect error`).
     columns: Vec<String>,
+    /// The rows, sorted unless `ordered`; for `expect error`, the lines the
+    /// error must contain.
     rows: Vec<String>,
+    ordered: bool,
+}
+
+/// A `query NAME` block: SQL for one query of the pipeline.
+struct QueryOverride {
+    name: String,
+    /// 0-based index of its first SQL line.
+    line: usize,
+    sql: String,
 }
 
 struct GoldenTest {
     pipeline: String,
     inputs: HashMap<String, Vec<InlineBatch>>,
+    queries: Vec<QueryOverride>,
     expectations: Vec<Expectation>,
 }
 
@@ -142,6 +174,7 @@ fn parse(file: &Path, text: &str) -> Result<GoldenTest> {
     let mut pipeline = None;
     let mut inputs: HashMap<String, Vec<InlineBatch>> = HashMap::new();
     let mut expectations = Vec::new();
+    let mut queries = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
@@ -172,7 +205,40 @@ fn parse(file: &Path, text: &str) -> Result<GoldenTest> {
                 }
                 i += 1;
             }
+        } else if let Some(name) = line.strip_prefix("query ") {
+            let start = i + 1;
+            i += 1;
+            let mut sql = Vec::new();
+            while i < lines.len() && !lines[i].trim().is_empty() && !is_directive(lines[i]) {
+                sql.push(lines[i]);
+                i += 1;
+            }
+            queries.push(QueryOverride {
+                name: name.trim().to_string(),
+                line: start,
+                sql: sql.join("\n"),
+            });
+        } else if line.trim() == "expect error" {
+            let start = i;
+            i += 1;
+            let mut rows = Vec::new();
+            while i < lines.len() && !lines[i].trim().is_empty() && !is_directive(lines[i]) {
+                rows.push(lines[i].trim().to_string());
+                i += 1;
+            }
+            expectations.push(Expectation {
+                table: None,
+                line: start,
+                end: i,
+                columns: Vec::new(),
+                rows,
+                ordered: true,
+            });
         } else if let Some(table) = line.strip_prefix("expect ") {
+            let (table, ordered) = match table.trim().strip_suffix(" ordered") {
+                Some(table) => (table, true),
+                None => (table.trim(), false),
+            };
             let start = i;
             i += 1;
             let header = lines
@@ -192,19 +258,24 @@ fn parse(file: &Path, text: &str) -> Result<GoldenTest> {
                 rows.push(join_row(&split_row(lines[i])));
                 i += 1;
             }
-            rows.sort();
+            if !ordered {
+                rows.sort();
+            }
             expectations.push(Expectation {
-                table: table.trim().to_string(),
+                table: Some(table.trim().to_string()),
                 line: start,
                 end: i,
                 columns,
                 rows,
+                ordered,
             });
         } else {
             return Err(bad(
                 i,
                 &format!("unexpected line `{line}`"),
-                "lines are `pipeline P`, `input SOURCE` (then lines, `batch` between micro-batches) or `expect TABLE` (then columns and rows)",
+                "lines are `pipeline P`, `input SOURCE` (then lines, `batch` between micro-batches), \
+                 `query NAME` (then SQL), `expect TABLE [ordered]` (then columns and rows) or \
+                 `expect error` (then what the error says)",
             ));
         }
     }
@@ -222,15 +293,25 @@ fn parse(file: &Path, text: &str) -> Result<GoldenTest> {
             "add `expect <query>` with its columns and rows",
         ));
     }
+    if let Some(error) = expectations.iter().find(|e| e.table.is_none())
+        && expectations.len() > 1
+    {
+        return Err(bad(
+            error.line,
+            "`expect error` with other `expect` blocks",
+            "a refused pipeline writes no rows: put `expect error` in a test file of its own",
+        ));
+    }
     Ok(GoldenTest {
         pipeline,
         inputs,
+        queries,
         expectations,
     })
 }
 
 fn is_directive(line: &str) -> bool {
-    ["pipeline ", "input ", "expect "]
+    ["pipeline ", "input ", "query ", "expect "]
         .iter()
         .any(|d| line.starts_with(d))
 }
@@ -283,6 +364,21 @@ pub async fn run_file(
     pipeline.trigger = Duration::ZERO;
     pipeline.commit_interval = Duration::from_secs(24 * 3600);
     pipeline.checkpoint.location = None;
+    for query in &test.queries {
+        if !pipeline.queries.iter().any(|q| q.name == query.name) {
+            pipeline.queries.push(QueryConfig {
+                name: query.name.clone(),
+                sql: file.to_path_buf(),
+                emit: Default::default(),
+                sinks: Vec::new(),
+            });
+        }
+        // Blank lines first, so that positions in diagnostics are lines of
+        // the test file.
+        let text = "\n".repeat(query.line) + &query.sql;
+        let key = (test.pipeline.clone(), query.name.clone());
+        loaded.sql.insert(key, (file.to_path_buf(), text));
+    }
     for query in &mut pipeline.queries {
         query.sinks = vec![SinkConfig::Parquet(ParquetSinkConfig {})];
     }
@@ -304,18 +400,16 @@ pub async fn run_file(
         .map(|q| q.name.clone())
         .chain(pipeline.sources.iter().map(|s| format!("{}_late", s.name)))
         .collect();
-    if let Some(unknown) = test
+    if let Some((unknown, table)) = test
         .expectations
         .iter()
-        .find(|e| !tables.contains(&e.table))
+        .filter_map(|e| Some((e, e.table.as_ref()?)))
+        .find(|(_, table)| !tables.contains(table))
     {
         return Err(Diagnostic::new(
             file.display().to_string(),
             Some(unknown.line + 1),
-            format!(
-                "pipeline `{}` has no output table `{}`",
-                test.pipeline, unknown.table
-            ),
+            format!("pipeline `{}` has no output table `{table}`", test.pipeline),
         )
         .with_fix(format!("expect one of: {}", tables.join(", ")))
         .into());
@@ -332,13 +426,27 @@ pub async fn run_file(
         ..Default::default()
     };
     let result = async {
-        Pipeline::build(&loaded, &test.pipeline, &options)
-            .await?
-            .run(&options)
-            .await?;
+        let ran = async {
+            Pipeline::build(&loaded, &test.pipeline, &options)
+                .await?
+                .run(&options)
+                .await
+        }
+        .await;
+        if let [expectation] = &test.expectations[..]
+            && expectation.table.is_none()
+        {
+            return Ok(vec![match ran {
+                Ok(_) => vec!["(no error: the pipeline ran)".to_string()],
+                Err(e) => error_lines(&e.to_string(), &expectation.rows),
+            }]);
+        }
+        ran?;
         let mut actual = Vec::new();
         for expectation in &test.expectations {
-            let rows = table_rows(&output, &expectation.table, &expectation.columns)
+            let table = expectation.table.as_deref().unwrap_or_default();
+            let ordered = expectation.ordered && batch_rows.is_none();
+            let rows = table_rows(&output, table, &expectation.columns, ordered)
                 .await
                 .map_err(|e| {
                     Diagnostic::new(
@@ -359,9 +467,20 @@ pub async fn run_file(
     let actual = result?;
     let mut failures = Vec::new();
     for (expectation, rows) in test.expectations.iter().zip(&actual) {
-        if *rows != expectation.rows {
-            let (missing, unexpected) = difference(&expectation.rows, rows);
-            failures.push((expectation.table.clone(), missing, unexpected));
+        let mut want = expectation.rows.clone();
+        let mut got = rows.clone();
+        if expectation.ordered && batch_rows.is_some() {
+            want.sort();
+            got.sort();
+        }
+        if got != want {
+            let (missing, unexpected) = if expectation.ordered {
+                ordered_difference(&want, &got)
+            } else {
+                difference(&want, &got)
+            };
+            let table = expectation.table.clone();
+            failures.push((table.unwrap_or_else(|| "error".into()), missing, unexpected));
         }
     }
     if update && !failures.is_empty() {
@@ -369,11 +488,9 @@ pub async fn run_file(
         let mut out = Vec::new();
         let mut from = 0;
         for (expectation, rows) in test.expectations.iter().zip(&actual) {
-            out.extend(
-                lines[from..expectation.line + 2]
-                    .iter()
-                    .map(|l| l.to_string()),
-            );
+            // After the `expect` line, and its column line if it has one.
+            let head = expectation.line + if expectation.table.is_some() { 2 } else { 1 };
+            out.extend(lines[from..head].iter().map(|l| l.to_string()));
             out.extend(rows.iter().cloned());
             from = expectation.end;
         }
@@ -401,6 +518,27 @@ fn rebatch(batches: Vec<InlineBatch>, rows: usize) -> Vec<InlineBatch> {
             lines: chunk.to_vec(),
         })
         .collect()
+}
+
+/// The expected error lines found in `error`, in their order; when one is
+/// missing, every line of `error` (what `--update` writes, and what a
+/// failure shows).
+fn error_lines(error: &str, expected: &[String]) -> Vec<String> {
+    if !expected.is_empty() && expected.iter().all(|line| error.contains(line.as_str())) {
+        return expected.to_vec();
+    }
+    error
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// For rows compared in order: from the first row where `want` and `got`
+/// part, the rest of each.
+fn ordered_difference(want: &[String], got: &[String]) -> (Vec<String>, Vec<String>) {
+    let same = want.iter().zip(got).take_while(|(w, g)| w == g).count();
+    (want[same..].to_vec(), got[same..].to_vec())
 }
 
 /// Rows of sorted `want` missing from sorted `got`, and rows of `got` not
@@ -435,21 +573,56 @@ fn tempfile_dir(file: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `columns` of every row of output table `table`, formatted and sorted.
-async fn table_rows(dir: &Path, table: &str, columns: &[String]) -> Result<Vec<String>> {
+/// `columns` of every row of output table `table`, formatted; sorted, or
+/// when `ordered` in the order written (part by part, row by row: a query
+/// over the parts would scan them in parallel).
+async fn table_rows(
+    dir: &Path,
+    table: &str,
+    columns: &[String],
+    ordered: bool,
+) -> Result<Vec<String>> {
     if !super::query::has_parquet_parts(&dir.join(table)) {
         return Ok(Vec::new());
+    }
+    if ordered {
+        return format_rows(&read_in_order(&dir.join(table), columns)?);
     }
     let select = columns
         .iter()
         .map(|c| format!("\"{c}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let batches =
-        super::query::query_outputs(dir, &format!("SELECT {select} FROM \"{table}\"")).await?;
+    let sql = format!("SELECT {select} FROM \"{table}\"");
+    let batches = super::query::query_outputs(dir, &sql).await?;
     let mut rows = format_rows(&batches)?;
     rows.sort();
     Ok(rows)
+}
+
+/// `columns` of the `part-*.parquet` files of `dir`, in file order.
+fn read_in_order(dir: &Path, columns: &[String]) -> Result<Vec<RecordBatch>> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let pattern = dir.join("part-*.parquet");
+    let mut parts: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
+        .map_err(|e| crate::internal_error!("{e}"))?
+        .filter_map(|p| p.ok())
+        .collect();
+    parts.sort();
+    let mut batches = Vec::new();
+    for part in parts {
+        let file = std::fs::File::open(&part)
+            .map_err(|e| StreamSqlError::io(format!("cannot read {}", part.display()), e))?;
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
+            let batch = batch?;
+            let indices = columns
+                .iter()
+                .map(|c| batch.schema().index_of(c))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            batches.push(batch.project(&indices)?);
+        }
+    }
+    Ok(batches)
 }
 
 fn format_rows(batches: &[RecordBatch]) -> Result<Vec<String>> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{PipelineConfig, PipelinesFile};
 use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
-use crate::source::{ColumnType, Format, SourceConfig};
+use crate::source::{ColumnType, Format, MAX_RECORD_BYTES, SourceConfig};
 
 /// A parsed and checked configuration with the text of every SQL file.
 #[derive(Debug, Clone)]
@@ -50,6 +50,16 @@ impl LoadedConfig {
 
     /// The 1-based line of `needle` in pipeline `pipeline`'s block, at or
     /// after the first line containing `after` (such as `name: <query>`).
+    /// Where pipeline `pipeline` checkpoints: `checkpoint.location` (a URL,
+    /// or a directory relative to pipelines.yaml), or `<output_dir>/_checkpoints`.
+    pub fn checkpoint_location(&self, pipeline: &PipelineConfig, output_dir: &Path) -> String {
+        match &pipeline.checkpoint.location {
+            Some(location) if location.contains("://") => location.clone(),
+            Some(dir) => self.resolve(Path::new(dir)).display().to_string(),
+            None => output_dir.join("_checkpoints").display().to_string(),
+        }
+    }
+
     pub fn line_of(&self, pipeline: &str, after: &str, needle: &str) -> Option<usize> {
         Locator::new(&self.text, pipeline).line_after(after, needle)
     }
@@ -65,33 +75,23 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
     let file_name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| StreamSqlError::io(format!("cannot read {file_name}"), e))?;
-    let text = expand_env(&file_name, &text)?;
-    let file: PipelinesFile = serde_yaml::from_str(&text).map_err(|e| {
-        let (mut line, mut column) = (
-            e.location().map(|l| l.line()),
-            e.location().map(|l| l.column()),
-        );
-        // serde_yaml places errors raised while converting a value (such as a
-        // bad duration) at the start of the enclosing mapping; point at the
-        // value itself.
-        if let Some(value) = e
-            .to_string()
-            .split("invalid duration `")
-            .nth(1)
-            .and_then(|r| r.split('`').next())
-            && let Some(found) = text
-                .lines()
-                .enumerate()
-                .skip(line.unwrap_or(1).saturating_sub(1))
-                .find(|(_, l)| l.trim_end().ends_with(&format!(": {value}")))
-        {
-            line = Some(found.0 + 1);
-            column = found.1.find(value).map(|c| c + 1);
+    // `${VAR}` is substituted into values, never into the YAML text, so a
+    // variable's value cannot add keys or change the file's structure; the
+    // text with values pasted in serves only to point at lines.
+    let located = expand_env(&file_name, &text)?;
+    let (parsed, variables) = with_placeholders(&text);
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(&parsed).map_err(|e| yaml_diagnostic(&file_name, &parsed, &e))?;
+    expand_values(&mut value, &variables);
+    let file: PipelinesFile = serde_yaml::from_value(value).map_err(|e| {
+        // Errors from a value carry no position: the same error from the text does.
+        match serde_yaml::from_str::<PipelinesFile>(&located) {
+            Err(at) => yaml_diagnostic(&file_name, &located, &at),
+            Ok(_) => Diagnostic::new(&file_name, None, e.to_string())
+                .with_fix("see docs/pipelines-yaml.md"),
         }
-        Diagnostic::new(&file_name, line, e.to_string())
-            .at_column(column)
-            .with_fix("see the pipelines.yaml reference in README.md")
     })?;
+    let text = located;
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -124,57 +124,217 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(StreamSqlError::Invalid(Diagnostics(problems)));
-    }
-    Ok(LoadedConfig {
+    let loaded = LoadedConfig {
         path: path.to_path_buf(),
         base_dir,
         file,
         sql,
         text,
+    };
+    check_locations(&loaded, &mut problems);
+    if !problems.is_empty() {
+        return Err(StreamSqlError::Invalid(Diagnostics(problems)));
+    }
+    Ok(loaded)
+}
+
+/// Two pipelines writing one output directory or checkpoint location would
+/// overwrite each other's parts and retire each other's checkpoints.
+fn check_locations(loaded: &LoadedConfig, problems: &mut Vec<Diagnostic>) {
+    let mut owners: BTreeMap<String, &str> = BTreeMap::new();
+    for (name, pipeline) in &loaded.file.pipelines {
+        let output_dir = loaded.output_dir(name, pipeline);
+        let locations = [
+            ("output_dir", output_dir.display().to_string()),
+            (
+                "checkpoint.location",
+                loaded.checkpoint_location(pipeline, &output_dir),
+            ),
+        ];
+        for (what, location) in locations {
+            if let Some(other) = owners.insert(location.clone(), name) {
+                problems.push(
+                    Diagnostic::new(
+                        loaded.path.display().to_string(),
+                        loaded.line_of(name, "", what.split('.').next_back().unwrap_or(what)),
+                        format!(
+                            "pipelines `{other}` and `{name}` share the location {location} (`{what}`)"
+                        ),
+                    )
+                    .with_fix(format!("give pipeline `{name}` an `{what}` of its own")),
+                );
+            }
+        }
+    }
+}
+
+/// A serde_yaml error as a diagnostic at its line and column of `text`.
+fn yaml_diagnostic(file_name: &str, text: &str, e: &serde_yaml::Error) -> Diagnostic {
+    let (mut line, mut column) = (
+        e.location().map(|l| l.line()),
+        e.location().map(|l| l.column()),
+    );
+    // serde_yaml places errors raised while converting a value (such as a
+    // bad duration) at the start of the enclosing mapping; point at the
+    // value itself.
+    if let Some(value) = e
+        .to_string()
+        .split("invalid duration `")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+        && let Some((n, at)) = text
+            .lines()
+            .enumerate()
+            .skip(line.unwrap_or(1).saturating_sub(1))
+            .find_map(|(n, l)| Some((n, value_at(l, value)?)))
+    {
+        line = Some(n + 1);
+        column = Some(at + 1);
+    }
+    Diagnostic::new(file_name, line, e.to_string())
+        .at_column(column)
+        .with_fix("see docs/pipelines-yaml.md")
+}
+
+/// Where `value` stands as a whole value of a key in `line` (`key: value`
+/// at the end of the line, or before `,` or `}` in a flow mapping).
+fn value_at(line: &str, value: &str) -> Option<usize> {
+    let needle = format!(": {value}");
+    line.match_indices(&needle).find_map(|(i, _)| {
+        let after = line[i + needle.len()..].trim_start();
+        (after.is_empty() || after.starts_with([',', '}', '#'])).then_some(i + 2)
     })
 }
 
-/// Replaces `${NAME}` and `${NAME:-default}` with the environment variable's
-/// value (or the default), as docker compose does, so one file serves a
-/// laptop and a container network (`brokers: ${KAFKA_BROKERS:-127.0.0.1:9092}`).
-/// Secrets stay out of the file this way too.
+/// The next `${NAME}` or `${NAME:-default}` in `text` (on one line): its
+/// byte range, the name and the default.
+fn next_variable(text: &str) -> Option<(std::ops::Range<usize>, &str, Option<&str>)> {
+    let mut from = 0;
+    loop {
+        let start = from + text[from..].find("${")?;
+        match text[start..].find(['}', '\n']) {
+            Some(len) if text[start + len..].starts_with('}') => {
+                let inner = &text[start + 2..start + len];
+                let (name, default) = match inner.split_once(":-") {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (inner, None),
+                };
+                return Some((start..start + len + 1, name, default));
+            }
+            Some(_) => from = start + 2,
+            None => return None,
+        }
+    }
+}
+
+/// `text` with each variable replaced by a placeholder that YAML reads as
+/// a plain word wherever it stands (also inside `{ ... }`), and the
+/// variables, in order: they are substituted after parsing.
+fn with_placeholders(text: &str) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut variables = Vec::new();
+    let mut rest = text;
+    while let Some((range, _, _)) = next_variable(rest) {
+        out.push_str(&rest[..range.start]);
+        out.push_str(&placeholder(variables.len()));
+        variables.push(rest[range.clone()].to_string());
+        rest = &rest[range.end..];
+    }
+    out.push_str(rest);
+    (out, variables)
+}
+
+fn placeholder(variable: usize) -> String {
+    format!("__streamsql_variable_{variable}__")
+}
+
+/// `text` with every variable replaced by its value (or default); `Err`
+/// names the first one that is unset and has no default.
+fn substitute(text: &str) -> std::result::Result<String, (usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((range, name, default)) = next_variable(rest) {
+        out.push_str(&rest[..range.start]);
+        match (std::env::var(name), default) {
+            (Ok(value), _) => out.push_str(&value),
+            (Err(_), Some(default)) => out.push_str(default),
+            (Err(_), None) => return Err((text.len() - rest.len() + range.start, name.into())),
+        }
+        rest = &rest[range.end..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Substitutes the `variables` (`${NAME}` or `${NAME:-default}`, see
+/// [`with_placeholders`]) in every string value, as docker compose does, so
+/// one file serves a laptop and a container network (`brokers:
+/// ${KAFKA_BROKERS:-127.0.0.1:9092}`); secrets stay out of the file this way
+/// too. A value that is one variable alone takes the type its text has
+/// (`batch_rows: ${ROWS}` is a number), but only a scalar: whatever a
+/// variable holds, it never becomes keys or lists.
+fn expand_values(value: &mut serde_yaml::Value, variables: &[String]) {
+    use serde_yaml::Value;
+    match value {
+        Value::String(text) if text.contains("__streamsql_variable_") => {
+            let mut expanded = text.clone();
+            let mut alone = false;
+            for (i, variable) in variables.iter().enumerate() {
+                let name = placeholder(i);
+                if expanded.contains(&name) {
+                    alone = *text == name;
+                    // Unset variables were reported by `expand_env` already.
+                    let value = substitute(variable).unwrap_or_default();
+                    expanded = expanded.replace(&name, &value);
+                }
+            }
+            *value = match serde_yaml::from_str::<Value>(&expanded) {
+                Ok(typed @ (Value::Number(_) | Value::Bool(_))) if alone => typed,
+                _ => Value::String(expanded),
+            };
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(|v| expand_values(v, variables)),
+        Value::Mapping(entries) => entries
+            .values_mut()
+            .for_each(|v| expand_values(v, variables)),
+        Value::Tagged(tagged) => expand_values(&mut tagged.value, variables),
+        _ => {}
+    }
+}
+
+/// The file's text with every variable pasted in (to point at lines), or
+/// every unset variable without a default, each at its line and column.
 fn expand_env(file: &str, text: &str) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
     for (n, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let Some(len) = rest[start..].find('}') else {
-                out.push_str(&rest[start..]);
-                rest = "";
-                break;
-            };
-            let inner = &rest[start + 2..start + len];
-            let (name, default) = match inner.split_once(":-") {
-                Some((name, default)) => (name, Some(default)),
-                None => (inner, None),
-            };
-            match (std::env::var(name), default) {
-                (Ok(value), _) => out.push_str(&value),
-                (Err(_), Some(default)) => out.push_str(default),
-                (Err(_), None) => problems.push(
-                    Diagnostic::new(
-                        file,
-                        Some(n + 1),
-                        format!("environment variable `{name}` is not set"),
-                    )
-                    .at_column(Some(line.len() - rest.len() + start + 1))
-                    .with_fix(format!(
-                        "export {name}=..., or give a default: ${{{name}:-value}}"
-                    )),
-                ),
+        let mut rest = line.to_string();
+        loop {
+            match substitute(&rest) {
+                Ok(expanded) => {
+                    out.push_str(&expanded);
+                    break;
+                }
+                Err((at, name)) => {
+                    let column = line.len() - rest.len() + at + 1;
+                    problems.push(
+                        Diagnostic::new(
+                            file,
+                            Some(n + 1),
+                            format!("environment variable `{name}` is not set"),
+                        )
+                        .at_column(Some(column))
+                        .with_fix(format!(
+                            "export {name}=..., or give a default: ${{{name}:-value}}"
+                        )),
+                    );
+                    // Report the others on this line too: skip past this one.
+                    let end = rest[at..].find('}').map_or(rest.len(), |e| at + e + 1);
+                    out.push_str(&rest[..end]);
+                    rest = rest[end..].to_string();
+                }
             }
-            rest = &rest[start + len + 1..];
         }
-        out.push_str(rest);
     }
     if problems.is_empty() {
         Ok(out)
@@ -214,6 +374,23 @@ fn check_pipeline(
             "keep at least the newest checkpoint, e.g. `retain: 3`",
         );
     }
+    if !is_identifier(name) {
+        report(
+            &format!("{name}:"),
+            format!("`{name}` is not a valid pipeline name"),
+            IDENTIFIER_FIX,
+        );
+    }
+    let names = pipeline.sources.iter().map(|s| (&s.name, "source"));
+    for (table, kind) in names.chain(pipeline.queries.iter().map(|q| (&q.name, "query"))) {
+        if !is_identifier(table) {
+            report(
+                &format!("name: {table}"),
+                format!("`{table}` is not a valid {kind} name"),
+                IDENTIFIER_FIX,
+            );
+        }
+    }
     let mut tables = HashSet::new();
     for source in &pipeline.sources {
         for table in [source.name.clone(), format!("{}_late", source.name)] {
@@ -235,11 +412,24 @@ fn check_pipeline(
             }
         }
         check_text_formats(source, &mut report);
-        if source.batch_rows() == 0 {
+        if !(1..=MAX_BATCH_ROWS).contains(&source.batch_rows()) {
             report(
                 "batch_rows:",
-                "batch_rows must be at least 1".into(),
+                format!(
+                    "batch_rows must be between 1 and {MAX_BATCH_ROWS}, not {}",
+                    source.batch_rows()
+                ),
                 "use for example `batch_rows: 8192`",
+            );
+        }
+        if !(1..=MAX_RECORD_BYTES).contains(&source.max_record_bytes) {
+            report(
+                "max_record_bytes:",
+                format!(
+                    "max_record_bytes must be between 1 and {MAX_RECORD_BYTES}, not {}",
+                    source.max_record_bytes
+                ),
+                "the default, 1048576 (1 MiB), suits most sources",
             );
         }
         let mut columns = HashSet::new();
@@ -320,6 +510,23 @@ fn check_pipeline(
             );
         }
     }
+}
+
+/// Rows a micro-batch may hold: beyond this one batch's buffers alone would
+/// take gigabytes, and nothing gets faster.
+const MAX_BATCH_ROWS: usize = 1 << 20;
+
+const IDENTIFIER_FIX: &str = "names are SQL table names and folder names: \
+     letters, digits and `_`, not starting with a digit (e.g. `task_events`)";
+
+/// Pipeline, source and query names become SQL table names and folders under
+/// the output directory, so `../x` or `a/b` must never get that far.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `format: regex` needs a `regex` whose named groups are the columns; a
@@ -441,7 +648,7 @@ impl<'a> Locator<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::expand_env;
+    use super::{expand_env, expand_values, with_placeholders};
 
     #[test]
     fn environment_variables_and_defaults_are_expanded_on_their_line() {
@@ -460,5 +667,23 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("${STREAMSQL_TEST_UNSET:-value}"), "{error}");
+    }
+
+    #[test]
+    fn a_variable_becomes_one_value_never_structure() {
+        // SAFETY: no other test reads or writes these variables.
+        unsafe {
+            std::env::set_var("STREAMSQL_TEST_ROWS", "97");
+            std::env::set_var("STREAMSQL_TEST_EVIL", "x\n  other: y\n- z");
+        }
+        let (text, variables) = with_placeholders(
+            "rows: ${STREAMSQL_TEST_ROWS}\nname: ${STREAMSQL_TEST_EVIL}\nin: { url: http://${STREAMSQL_TEST_ROWS}:1 }\n",
+        );
+        let mut value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        expand_values(&mut value, &variables);
+        assert_eq!(value["rows"], serde_yaml::Value::from(97));
+        assert_eq!(value["name"], serde_yaml::Value::from("x\n  other: y\n- z"));
+        assert_eq!(value["in"]["url"], serde_yaml::Value::from("http://97:1"));
+        assert_eq!(value.as_mapping().unwrap().len(), 3);
     }
 }

@@ -36,12 +36,14 @@ pub struct PipelineConfig {
     pub sources: Vec<SourceConfig>,
     pub queries: Vec<QueryConfig>,
     /// How often `update` queries emit their changed windows (processing time).
-    /// A replay that runs faster than real time triggers after every micro-batch.
+    /// A replay that runs faster than real time triggers after every micro-batch;
+    /// `0s` triggers after every micro-batch.
     #[serde(default = "default_trigger", with = "duration")]
     pub trigger: Duration,
     /// Where Parquet outputs and dead letters go; relative to pipelines.yaml.
     pub output_dir: Option<PathBuf>,
-    /// How often sinks commit: a Parquet file is written per commit epoch.
+    /// How often sinks commit: a Parquet file is written per commit epoch
+    /// (`0s`: after every micro-batch that brought rows).
     #[serde(default = "default_commit_interval", with = "duration")]
     pub commit_interval: Duration,
     /// Where state and source positions are checkpointed at every commit.

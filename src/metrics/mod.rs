@@ -13,8 +13,8 @@ mod serve;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +26,8 @@ use prometheus_client::registry::Registry;
 pub use progress::{CheckpointStats, Progress, Restored, Summary};
 pub use serve::serve;
 
+use crate::sink::DeadLetterKind;
+use crate::sink::prometheus::QueryGauges;
 use crate::source::KafkaLag;
 
 type Labels = Vec<(&'static str, String)>;
@@ -69,6 +71,9 @@ pub struct Metrics {
     sink_retries: Counters,
     batch_seconds: Histogram,
     checkpoint_seconds: Histogram,
+    /// The gauges of the queries with a Prometheus sink.
+    results: Mutex<Vec<Arc<Mutex<QueryGauges>>>>,
+    pipeline: String,
 }
 
 impl Metrics {
@@ -92,6 +97,8 @@ impl Metrics {
             registry: Registry::default(),
             kafka_sources,
             watermarks: Mutex::default(),
+            results: Mutex::default(),
+            pipeline: pipeline.to_string(),
         };
         let m = &metrics;
         registry.register(
@@ -169,6 +176,11 @@ impl Metrics {
             raise(&self.events_in.get_or_create(&labels), *rows);
             raise(&self.late_rows.get_or_create(&labels), *late);
             watermarks.insert(source.clone(), *watermark);
+            // Every reason from 0, so that a dashboard's rate has a series.
+            for kind in DeadLetterKind::OF_SOURCES {
+                let labels = vec![("source", source.clone()), ("reason", kind.to_string())];
+                let _ = self.dead_letters.get_or_create(&labels);
+            }
         }
         for (query, rows) in &snapshot.rows_out {
             raise(
@@ -225,7 +237,37 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         drop(watermarks);
+        let results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        if results.is_empty() {
+            return text;
+        }
+        // The query results' families go before the end marker.
+        let end = text.rfind("# EOF").unwrap_or(text.len());
+        text.truncate(end);
+        let gauges: Vec<_> = results
+            .iter()
+            .map(|g| g.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        text.push_str("# TYPE streamsql_prometheus_series_dropped counter\n");
+        for query in &gauges {
+            text.push_str(&format!(
+                "streamsql_prometheus_series_dropped_total{{pipeline=\"{}\",query=\"{}\"}} {}\n",
+                self.pipeline,
+                query.query(),
+                query.dropped
+            ));
+        }
+        for query in &gauges {
+            text.push_str(&query.encode(true));
+        }
+        text.push_str("# EOF\n");
         text
+    }
+
+    /// Serves a query's result gauges (see the Prometheus sink) from now on.
+    pub fn add_results(&self, gauges: Arc<Mutex<QueryGauges>>) {
+        let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        results.push(gauges);
     }
 }
 

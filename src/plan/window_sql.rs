@@ -133,6 +133,15 @@ pub fn rewrite_window(
                         "HOP takes the slide first, then the size: HOP(time, INTERVAL '30' SECOND, INTERVAL '2' MINUTE)",
                     ));
                 }
+                if size / slide > MAX_HOP_WINDOWS_PER_ROW {
+                    return Err(at(
+                        format!(
+                            "HOP slide ({slide} ms) puts every row into {} windows of {size} ms (at most {MAX_HOP_WINDOWS_PER_ROW})",
+                            size / slide
+                        ),
+                        "use a longer slide, or a TUMBLE of the slide's length whose results a second query sums over HOP's size",
+                    ));
+                }
                 WindowSpec::Hop { slide, size }
             }
             _ => WindowSpec::Session { gap: millis[0] },
@@ -182,6 +191,14 @@ pub fn rewrite_window(
 }
 
 /// A positive interval literal in milliseconds.
+/// Each row belongs to `size / slide` HOP windows: the work and state per row
+/// grow with it, so a slide far shorter than the size is refused.
+const MAX_HOP_WINDOWS_PER_ROW: i64 = 1000;
+
+/// Window lengths stay far from `i64` overflow when added to event times
+/// (which are bounded to the years 0000-9999).
+const MAX_WINDOW_INTERVAL_MS: i64 = 100 * 365 * 86_400_000;
+
 fn interval_millis(expr: &Expr) -> Result<i64, String> {
     let ctx = SessionContext::new();
     let planned = ctx
@@ -210,6 +227,9 @@ fn interval_millis(expr: &Expr) -> Result<i64, String> {
     };
     if ms <= 0 {
         return Err(format!("`{expr}` must be at least one millisecond"));
+    }
+    if ms > MAX_WINDOW_INTERVAL_MS {
+        return Err(format!("`{expr}` is longer than 100 years"));
     }
     Ok(ms)
 }

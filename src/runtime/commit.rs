@@ -21,7 +21,7 @@ use crate::plan::plan_pipeline;
 use crate::sink::{self, DeadLetterSink};
 use crate::source::Source;
 use crate::state::{
-    Checkpoint, CheckpointStore, KeyGroups, Manifest, QueryCheckpoint, SourceCheckpoint,
+    Checkpoint, CheckpointStore, KeyGroups, Manifest, QueryCheckpoint, RunLock, SourceCheckpoint,
 };
 
 const FROM_SCRATCH: &str = "undo the change, or run with --from-scratch to drop the \
@@ -39,6 +39,7 @@ impl Pipeline {
             .output_dir
             .clone()
             .unwrap_or_else(|| loaded.output_dir(name, &config));
+        let lock = RunLock::acquire(&output_dir)?;
         let checkpoints = open_store(loaded, &config, &output_dir)?;
         let started = Instant::now();
         let checkpoint = if options.from_scratch {
@@ -76,6 +77,15 @@ impl Pipeline {
                 late_rows: 0,
             });
         }
+        // Kafka lag and watermark lag move while a source is idle: the
+        // metrics read them when scraped.
+        let metrics = Arc::new(Metrics::new(
+            name,
+            sources
+                .iter()
+                .filter_map(|s| s.input.kafka_lag().cloned())
+                .collect(),
+        ));
         let tables = Tables {
             sources: sources.len(),
         };
@@ -93,6 +103,7 @@ impl Pipeline {
                 &planned.output_schema,
                 &output_dir,
                 keep_through,
+                &metrics,
             )
             .await?;
             let mut node = QueryNode {
@@ -122,15 +133,6 @@ impl Pipeline {
             node.watermark = watermark;
             queries.push(node);
         }
-        // Kafka lag and watermark lag move while a source is idle: the
-        // metrics read them when scraped.
-        let metrics = Arc::new(Metrics::new(
-            name,
-            sources
-                .iter()
-                .filter_map(|s| s.input.kafka_lag().cloned())
-                .collect(),
-        ));
         let dead_letters = DeadLetterSink::create(&output_dir.join("dead_letters"), keep_through)?;
         let restored = checkpoint.map(|c| Restored {
             sequence: c.manifest.sequence,
@@ -145,6 +147,7 @@ impl Pipeline {
             tables,
             dead_letters,
             output_dir,
+            _lock: lock,
             checkpoints,
             epoch: keep_through.map_or(0, |s| s + 1),
             restored,
@@ -237,11 +240,7 @@ fn open_store(
     config: &PipelineConfig,
     output_dir: &Path,
 ) -> Result<CheckpointStore> {
-    let location = match &config.checkpoint.location {
-        Some(location) if location.contains("://") => location.clone(),
-        Some(dir) => loaded.resolve(Path::new(dir)).display().to_string(),
-        None => output_dir.join("_checkpoints").display().to_string(),
-    };
+    let location = loaded.checkpoint_location(config, output_dir);
     CheckpointStore::open(&location, config.checkpoint.retain).map_err(|e| {
         Diagnostic::new(
             loaded.path.display().to_string(),

@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, Progress, Restored, Snapshot, Summary};
 use crate::operator::{EventTimes, Operator, Rows};
 use crate::sink::{DeadLetterSink, Sink};
 use crate::source::{InlineBatch, KafkaLag, Source, SourceBatch, SourcePosition};
-use crate::state::CheckpointStore;
+use crate::state::{CheckpointStore, RunLock};
 
 /// Options of `streamsql run`.
 #[derive(Debug, Clone, Default)]
@@ -114,6 +114,8 @@ pub struct Pipeline {
     tables: Tables,
     dead_letters: DeadLetterSink,
     output_dir: PathBuf,
+    /// Held for the run: no second run writes `output_dir` meanwhile.
+    _lock: RunLock,
     checkpoints: CheckpointStore,
     /// The commit epoch in progress; checkpoint `epoch` closes it.
     epoch: u64,
@@ -150,6 +152,7 @@ impl Pipeline {
         let started = Instant::now();
         let mut batches = 0u64;
         let mut last_commit = Instant::now();
+        let mut committed_rows = self.rows_moved();
         let mut last_trigger = Instant::now();
         let mut progress = Progress::new(options.progress);
         let stop = stop_signal()?;
@@ -191,9 +194,14 @@ impl Pipeline {
                 summary.stopped_early = true;
                 break;
             }
-            if last_commit.elapsed() >= self.config.commit_interval {
+            // An idle source commits nothing: no empty epochs, checkpoints
+            // or files every tick, even with `commit_interval: 0s`.
+            if last_commit.elapsed() >= self.config.commit_interval
+                && self.rows_moved() != committed_rows
+            {
                 self.commit(&mut summary).await?;
                 last_commit = Instant::now();
+                committed_rows = self.rows_moved();
             }
             let snapshot = self.snapshot();
             self.metrics.publish(&snapshot);
@@ -288,7 +296,7 @@ impl Pipeline {
         batch: SourceBatch,
         summary: &mut Summary,
     ) -> Result<(Rows, Rows)> {
-        self.dead_letters.write(&batch.dead_letters);
+        self.dead_letters.write(&batch.dead_letters)?;
         let source = &self.sources[index];
         let (times, watermark) = source.event_times(&batch);
         let rows = Rows {
@@ -339,6 +347,14 @@ impl Pipeline {
         self.queries.iter().flat_map(|q| &q.sinks)
     }
 
+    /// Rows read, emitted or dead-lettered so far: when it stands still,
+    /// there is nothing to commit.
+    fn rows_moved(&self) -> u64 {
+        let read: u64 = self.sources.iter().map(|s| s.rows_in + s.late_rows).sum();
+        let out: u64 = self.queries.iter().map(|q| q.rows_out).sum();
+        read + out + self.dead_letters.total()
+    }
+
     async fn flush_sinks_if_due(&mut self) -> Result<()> {
         for query in &mut self.queries {
             for sink in &mut query.sinks {
@@ -375,10 +391,10 @@ impl Pipeline {
                 .flat_map(KafkaLag::read)
                 .collect(),
             state: (state.rows, state.bytes),
+            // Every sink, from 0: a dashboard's rate has a series to show.
             sink_retries: self
                 .sinks()
                 .map(|s| (s.name().to_string(), s.retries()))
-                .filter(|(_, r)| *r > 0)
                 .collect(),
         }
     }

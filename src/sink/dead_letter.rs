@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -21,8 +22,25 @@ pub enum DeadLetterKind {
     MalformedRecord,
     /// The event-time column is empty.
     MissingEventTime,
+    /// The record is longer than the source's `max_record_bytes`.
+    RecordTooLong,
+    /// The event time is outside the years 0000-9999 (or overflows in its unit).
+    EventTimeOutOfRange,
+    /// The event time is further ahead of the clock than `event_time.max_ahead`.
+    EventTimeTooFarAhead,
     /// A sink refused the row for good (`rejected by <sink>`).
     RejectedBy(&'static str),
+}
+
+impl DeadLetterKind {
+    /// The reasons a source's records can be refused for.
+    pub const OF_SOURCES: [DeadLetterKind; 5] = [
+        DeadLetterKind::MalformedRecord,
+        DeadLetterKind::MissingEventTime,
+        DeadLetterKind::RecordTooLong,
+        DeadLetterKind::EventTimeOutOfRange,
+        DeadLetterKind::EventTimeTooFarAhead,
+    ];
 }
 
 impl fmt::Display for DeadLetterKind {
@@ -30,6 +48,9 @@ impl fmt::Display for DeadLetterKind {
         match self {
             DeadLetterKind::MalformedRecord => write!(f, "malformed record"),
             DeadLetterKind::MissingEventTime => write!(f, "missing event time"),
+            DeadLetterKind::RecordTooLong => write!(f, "record too long"),
+            DeadLetterKind::EventTimeOutOfRange => write!(f, "event time out of range"),
+            DeadLetterKind::EventTimeTooFarAhead => write!(f, "event time too far ahead"),
             DeadLetterKind::RejectedBy(sink) => write!(f, "rejected by {sink}"),
         }
     }
@@ -56,9 +77,20 @@ struct Record<'a> {
     raw: &'a str,
 }
 
+/// Dead letters of the epoch in progress go to this file, renamed to
+/// `part-<epoch>.jsonl` at the commit.
+const IN_PROGRESS: &str = ".part-in-progress.jsonl.tmp";
+
+/// Letters are kept in memory up to this many bytes of JSON, then appended
+/// to the in-progress file: a flood of bad input costs disk, not memory.
+const BUFFER_BYTES: usize = 1 << 20;
+
 pub struct DeadLetterSink {
     dir: PathBuf,
-    buffered: Vec<DeadLetter>,
+    /// JSON lines not yet in the in-progress file.
+    buffered: Vec<u8>,
+    /// The in-progress file, once the epoch has letters beyond the buffer.
+    open: Option<File>,
     /// Count per (source, kind).
     pub counts: BTreeMap<(String, String), u64>,
 }
@@ -72,45 +104,68 @@ impl DeadLetterSink {
         Ok(Self {
             dir: dir.to_path_buf(),
             buffered: Vec::new(),
+            open: None,
             counts: BTreeMap::new(),
         })
     }
 
-    pub fn write(&mut self, letters: &[DeadLetter]) {
+    pub fn write(&mut self, letters: &[DeadLetter]) -> Result<()> {
         for letter in letters {
             *self
                 .counts
                 .entry((letter.source.clone(), letter.kind.to_string()))
                 .or_default() += 1;
+            let record = Record {
+                source: &letter.source,
+                position: &letter.position,
+                reason: &letter.reason,
+                raw: &letter.raw,
+            };
+            serde_json::to_writer(&mut self.buffered, &record)
+                .map_err(|e| crate::internal_error!("dead letter as JSON: {e}"))?;
+            self.buffered.push(b'\n');
         }
-        self.buffered.extend_from_slice(letters);
+        if self.buffered.len() >= BUFFER_BYTES {
+            self.spill()?;
+        }
+        Ok(())
     }
 
     pub fn total(&self) -> u64 {
         self.counts.values().sum()
     }
 
+    /// Appends the buffered letters to the in-progress file (created, empty,
+    /// at the epoch's first spill).
+    fn spill(&mut self) -> Result<()> {
+        let path = self.dir.join(IN_PROGRESS);
+        let file =
+            match &mut self.open {
+                Some(file) => file,
+                None => self.open.insert(File::create(&path).map_err(|e| {
+                    StreamSqlError::io(format!("cannot create {}", path.display()), e)
+                })?),
+            };
+        file.write_all(&self.buffered)
+            .map_err(|e| StreamSqlError::io(format!("cannot write {}", path.display()), e))?;
+        self.buffered.clear();
+        Ok(())
+    }
+
+    /// Makes the epoch's letters `part-<epoch>.jsonl`, on disk for good.
     pub fn commit(&mut self, epoch: u64) -> Result<()> {
-        if self.buffered.is_empty() {
+        if self.buffered.is_empty() && self.open.is_none() {
             return Ok(());
         }
-        let path = self.dir.join(format!("part-{epoch:06}.jsonl"));
-        let mut out = Vec::new();
-        for l in self.buffered.drain(..) {
-            let record = Record {
-                source: &l.source,
-                position: &l.position,
-                reason: &l.reason,
-                raw: &l.raw,
-            };
-            serde_json::to_writer(&mut out, &record)
-                .map_err(|e| crate::internal_error!("dead letter as JSON: {e}"))?;
-            out.push(b'\n');
+        self.spill()?;
+        let tmp = self.dir.join(IN_PROGRESS);
+        if let Some(file) = self.open.take() {
+            file.sync_all()
+                .map_err(|e| StreamSqlError::io(format!("cannot flush {}", tmp.display()), e))?;
         }
-        let mut file = std::fs::File::create(&path)
-            .map_err(|e| StreamSqlError::io(format!("cannot create {}", path.display()), e))?;
-        file.write_all(&out)
-            .map_err(|e| StreamSqlError::io(format!("cannot write {}", path.display()), e))?;
-        Ok(())
+        let path = self.dir.join(format!("part-{epoch:06}.jsonl"));
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| StreamSqlError::io(format!("cannot rename to {}", path.display()), e))?;
+        crate::state::sync(&self.dir)
     }
 }

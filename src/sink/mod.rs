@@ -1,5 +1,6 @@
-//! Where results go: Parquet files for offline analysis, Elasticsearch for
-//! dashboards, the terminal, and dead letters for what could not be processed.
+//! Where results go: Parquet files for offline analysis, Elasticsearch
+//! (Kibana) and Prometheus (Grafana) for dashboards, the terminal, and dead
+//! letters for what could not be processed.
 //!
 //! Every sink is a [`Sink`]: it buffers what it is given and makes it
 //! durable on `commit`, once per commit epoch, so every output file belongs
@@ -11,6 +12,7 @@ mod console;
 mod dead_letter;
 pub mod elasticsearch;
 mod parquet;
+pub mod prometheus;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,9 +26,11 @@ pub use console::ConsoleSinkConfig;
 pub(crate) use dead_letter::{DeadLetter, DeadLetterKind, DeadLetterSink};
 pub use elasticsearch::ElasticsearchSinkConfig;
 pub use parquet::ParquetSinkConfig;
+pub use prometheus::PrometheusSinkConfig;
 
 use crate::config::{LoadedConfig, QueryConfig};
 use crate::error::{Diagnostic, Result};
+use crate::metrics::Metrics;
 use crate::plan::QueryPlan;
 
 /// One destination of a query's rows.
@@ -70,15 +74,18 @@ pub enum SinkConfig {
     Console(ConsoleSinkConfig),
     /// Bulk upserts into an Elasticsearch (or OpenSearch) index.
     Elasticsearch(ElasticsearchSinkConfig),
+    /// Window results as Prometheus gauges (scraped, or pushed).
+    Prometheus(PrometheusSinkConfig),
 }
 
 impl SinkConfig {
     /// One line for `explain`.
-    pub fn describe(&self) -> String {
+    pub fn describe(&self, query: &str) -> String {
         match self {
             SinkConfig::Parquet(_) => "parquet (a file per commit epoch)".to_string(),
             SinkConfig::Console(c) => format!("console (first {} rows)", c.rows),
             SinkConfig::Elasticsearch(e) => e.describe(),
+            SinkConfig::Prometheus(p) => p.describe(query),
         }
     }
 }
@@ -91,16 +98,17 @@ pub(crate) fn check_settings(
     plan: &QueryPlan,
 ) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
+    let schema = &plan.output_schema;
     for sink in &query.sinks {
-        if let SinkConfig::Elasticsearch(settings) = sink {
-            problems.extend(elasticsearch::check(
-                settings,
-                &plan.output_schema,
-                loaded,
-                pipeline,
-                &query.name,
-            ));
-        }
+        problems.extend(match sink {
+            SinkConfig::Elasticsearch(settings) => {
+                elasticsearch::check(settings, schema, loaded, pipeline, &query.name)
+            }
+            SinkConfig::Prometheus(settings) => {
+                prometheus::check(settings, schema, loaded, pipeline, &query.name)
+            }
+            SinkConfig::Parquet(_) | SinkConfig::Console(_) => Vec::new(),
+        });
     }
     problems
 }
@@ -114,6 +122,7 @@ pub(crate) async fn start(
     schema: &SchemaRef,
     output_dir: &Path,
     keep_through: Option<u64>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for sink in &query.sinks {
@@ -134,6 +143,13 @@ pub(crate) async fn start(
                 )
                 .await?,
             ),
+            SinkConfig::Prometheus(settings) => Box::new(prometheus::PrometheusSink::start(
+                settings,
+                pipeline,
+                &query.name,
+                schema,
+                Arc::clone(metrics),
+            )?),
         });
     }
     Ok(sinks)

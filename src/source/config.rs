@@ -27,6 +27,9 @@ pub struct SourceConfig {
     pub event_time: EventTimeConfig,
     /// Bounded out-of-orderness: watermark = max event time seen - this delay.
     pub watermark_delay: Duration,
+    /// Longer records (lines, Kafka messages) become dead letters unread,
+    /// so one runaway line cannot take the memory of the whole run.
+    pub max_record_bytes: usize,
     pub csv: CsvOptions,
     /// For `format: regex`: a pattern with one named group per column,
     /// `(?P<column>...)`; a group that does not take part makes a NULL.
@@ -152,6 +155,8 @@ struct SourceFields {
     /// Bounded out-of-orderness: watermark = max event time seen - this delay.
     #[serde(with = "duration")]
     watermark_delay: Duration,
+    #[serde(default = "default_max_record_bytes")]
+    max_record_bytes: usize,
     #[serde(default)]
     csv: CsvOptions,
     /// For `format: regex`: a pattern with one named group per column,
@@ -184,12 +189,21 @@ impl TryFrom<SourceFields> for SourceConfig {
             columns: f.columns,
             event_time: f.event_time,
             watermark_delay: f.watermark_delay,
+            max_record_bytes: f.max_record_bytes,
             csv: f.csv,
             regex: f.regex,
             processing_time_column: f.processing_time_column,
         })
     }
 }
+
+/// 1 MiB, Kafka's default message size limit.
+fn default_max_record_bytes() -> usize {
+    1 << 20
+}
+
+/// The largest `max_record_bytes` accepted: 256 MiB.
+pub const MAX_RECORD_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,6 +258,10 @@ pub struct EventTimeConfig {
     /// Unit of an integer event-time column; ignored for `timestamp` columns.
     #[serde(default)]
     pub unit: EventTimeUnit,
+    /// Rows whose event time is further ahead of the wall clock than this
+    /// become dead letters instead of holding the watermark in the future.
+    #[serde(default, with = "duration::optional")]
+    pub max_ahead: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -257,13 +275,13 @@ pub enum EventTimeUnit {
 }
 
 impl EventTimeUnit {
-    /// How many of this unit make one millisecond (or, for seconds, the inverse).
-    pub fn to_millis(self, value: i64) -> i64 {
+    /// `value` of this unit in milliseconds; `None` when that overflows.
+    pub fn to_millis(self, value: i64) -> Option<i64> {
         match self {
-            EventTimeUnit::S => value.saturating_mul(1000),
-            EventTimeUnit::Ms => value,
-            EventTimeUnit::Us => value.div_euclid(1_000),
-            EventTimeUnit::Ns => value.div_euclid(1_000_000),
+            EventTimeUnit::S => value.checked_mul(1000),
+            EventTimeUnit::Ms => Some(value),
+            EventTimeUnit::Us => Some(value.div_euclid(1_000)),
+            EventTimeUnit::Ns => Some(value.div_euclid(1_000_000)),
         }
     }
 }

@@ -10,11 +10,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringBuilder,
     TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, is_not_null};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::{csv, json};
@@ -25,6 +25,9 @@ use super::{
 };
 use crate::error::Result;
 use crate::sink::{DeadLetter, DeadLetterKind};
+
+/// How much of a record longer than `max_record_bytes` its dead letter keeps.
+pub const KEPT_OF_TOO_LONG: usize = 1024;
 
 pub struct Decoder {
     source: String,
@@ -45,6 +48,9 @@ pub struct Decoder {
     processing_time: bool,
     event_time_index: usize,
     event_time_unit: EventTimeUnit,
+    /// `event_time.max_ahead` in milliseconds.
+    max_ahead_millis: Option<i64>,
+    max_record_bytes: usize,
 }
 
 impl Decoder {
@@ -96,6 +102,11 @@ impl Decoder {
             processing_time: config.processing_time_column.is_some(),
             event_time_index,
             event_time_unit: config.event_time.unit,
+            max_ahead_millis: config
+                .event_time
+                .max_ahead
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            max_record_bytes: config.max_record_bytes,
         })
     }
 
@@ -218,24 +229,8 @@ impl Decoder {
         } else {
             rows
         };
-        let column = Arc::clone(rows.column(self.event_time_index));
-        let rows = if column.null_count() > 0 {
-            let name = self.schema.field(self.event_time_index).name();
-            for r in (0..rows.num_rows()).filter(|r| column.is_null(*r)) {
-                let record = &lines[row_lines[r]];
-                dead_letters.push(self.dead_letter(
-                    DeadLetterKind::MissingEventTime,
-                    record,
-                    &bytes[record.bytes.clone()],
-                    format!("event time column `{name}` is empty"),
-                ));
-            }
-            filter_record_batch(&rows, &is_not_null(&column)?)?
-        } else {
-            rows
-        };
-        let event_time =
-            event_time_millis(rows.column(self.event_time_index), self.event_time_unit)?;
+        let (rows, event_time) =
+            self.guard_event_times(rows, &row_lines, lines, bytes, &mut dead_letters)?;
         Ok(SourceBatch {
             rows,
             dead_letters,
@@ -245,6 +240,90 @@ impl Decoder {
             progress: progress_before(&event_time, i64::MIN),
             event_time,
         })
+    }
+
+    /// Keeps the rows whose event time can be used and returns them with
+    /// their event times in milliseconds; the others become dead letters: an
+    /// empty event time, one outside the years 0000-9999 (window arithmetic
+    /// stays far from `i64` overflow), or one further ahead of the clock than
+    /// `event_time.max_ahead` (it would hold the watermark for good).
+    fn guard_event_times(
+        &self,
+        rows: RecordBatch,
+        row_lines: &[usize],
+        lines: &[RawRecord],
+        bytes: &[u8],
+        dead_letters: &mut Vec<DeadLetter>,
+    ) -> Result<(RecordBatch, Vec<i64>)> {
+        let name = self.schema.field(self.event_time_index).name();
+        let column = rows.column(self.event_time_index);
+        let raw = event_time_values(column)?;
+        let latest = self
+            .max_ahead_millis
+            .map(|ahead| chrono::Utc::now().timestamp_millis().saturating_add(ahead));
+        let mut keep = Vec::with_capacity(raw.len());
+        let mut event_time = Vec::with_capacity(raw.len());
+        for (r, value) in raw.iter().enumerate() {
+            let refusal = match value {
+                None => Some((
+                    DeadLetterKind::MissingEventTime,
+                    format!("event time column `{name}` is empty"),
+                )),
+                Some(v) => match self.event_time_unit.to_millis(*v) {
+                    Some(t) if EVENT_TIME_RANGE.contains(&t) => match latest {
+                        Some(latest) if t > latest => Some((
+                            DeadLetterKind::EventTimeTooFarAhead,
+                            format!(
+                                "event time `{name}` = {v} is more than event_time.max_ahead ahead of the clock"
+                            ),
+                        )),
+                        _ => {
+                            event_time.push(t);
+                            None
+                        }
+                    },
+                    _ => Some((
+                        DeadLetterKind::EventTimeOutOfRange,
+                        format!(
+                            "event time `{name}` = {v} ({:?}) is outside the years 0000-9999",
+                            self.event_time_unit
+                        ),
+                    )),
+                },
+            };
+            keep.push(refusal.is_none());
+            if let Some((kind, reason)) = refusal {
+                let record = &lines[row_lines[r]];
+                dead_letters.push(self.dead_letter(
+                    kind,
+                    record,
+                    &bytes[record.bytes.clone()],
+                    reason,
+                ));
+            }
+        }
+        if event_time.len() == rows.num_rows() {
+            return Ok((rows, event_time));
+        }
+        let rows = filter_record_batch(&rows, &BooleanArray::from(keep))?;
+        Ok((rows, event_time))
+    }
+
+    /// The longest record decoded: a longer one goes to [`Self::too_long`].
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    /// The dead letter for a record of `length` bytes, longer than
+    /// `max_record_bytes`: it keeps the first [`KEPT_OF_TOO_LONG`] bytes of `start`.
+    pub fn too_long(&self, record: &RawRecord, start: &[u8], length: u64) -> DeadLetter {
+        let prefix = &start[..start.len().min(KEPT_OF_TOO_LONG)];
+        let reason = format!(
+            "record of {length} bytes is longer than max_record_bytes ({}); its first {} bytes are kept here",
+            self.max_record_bytes,
+            prefix.len()
+        );
+        self.dead_letter(DeadLetterKind::RecordTooLong, record, prefix, reason)
     }
 
     fn dead_letter(
@@ -277,20 +356,23 @@ pub fn progress_before(event_time: &[i64], start: i64) -> Vec<i64> {
         .collect()
 }
 
-fn event_time_millis(column: &ArrayRef, unit: EventTimeUnit) -> Result<Vec<i64>> {
+/// Event times that can be represented: 0000-01-01 to 9999-12-31 UTC, in
+/// milliseconds (chrono's and Kibana's range; `i64` arithmetic on them with
+/// any window size up to centuries cannot overflow).
+pub(crate) const EVENT_TIME_RANGE: std::ops::RangeInclusive<i64> =
+    -62_167_219_200_000..=253_402_300_799_999;
+
+/// The event-time column's values as written (in its unit), `None` where empty.
+fn event_time_values(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
     let any = column.as_any();
     if let Some(a) = any.downcast_ref::<Int64Array>() {
-        return Ok(a.values().iter().map(|v| unit.to_millis(*v)).collect());
+        return Ok(a.iter().collect());
     }
     if let Some(a) = any.downcast_ref::<Int32Array>() {
-        return Ok(a
-            .values()
-            .iter()
-            .map(|v| unit.to_millis(i64::from(*v)))
-            .collect());
+        return Ok(a.iter().map(|v| v.map(i64::from)).collect());
     }
     if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
-        return Ok(a.values().to_vec());
+        return Ok(a.iter().collect());
     }
     crate::internal_err!(
         "event time column of type {} passed config checks",

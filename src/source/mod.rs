@@ -19,10 +19,15 @@ use datafusion::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    ColumnConfig, ColumnType, CsvOptions, EventTimeConfig, EventTimeUnit, Format, RegexGroups,
-    SourceConfig, SourceInput,
+    ColumnConfig, ColumnType, CsvOptions, EventTimeConfig, EventTimeUnit, Format, MAX_RECORD_BYTES,
+    RegexGroups, SourceConfig, SourceInput,
 };
 pub(crate) use decode::Decoder;
+
+/// A micro-batch is cut at `batch_rows` or at this many bytes of input,
+/// whichever comes first: with the readers' queue of a few batches, it
+/// bounds what a source holds in memory however long its records are.
+pub(crate) const MAX_BATCH_BYTES: usize = 64 << 20;
 pub use inline::InlineBatch;
 pub(crate) use inline::InlineRows;
 pub use kafka::KafkaLag;

@@ -8,10 +8,14 @@
 //! State rows carry their key group ([`key_group`]), so a checkpoint
 //! restores at any parallelism.
 
+mod durable;
 mod key_group;
+mod lock;
 mod manifest;
 mod store;
 
+pub use durable::sync;
 pub use key_group::{KeyGroups, key_group, with_key_groups, without_key_groups};
+pub use lock::RunLock;
 pub use manifest::{FORMAT_VERSION, Manifest, QueryCheckpoint, SourceCheckpoint};
 pub use store::{Checkpoint, CheckpointStore};

@@ -59,6 +59,8 @@ pub struct CheckpointStore {
     /// The location as configured, for messages.
     pub location: String,
     retain: usize,
+    /// The directory, when the location is on a local disk (to fsync).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl CheckpointStore {
@@ -66,6 +68,7 @@ impl CheckpointStore {
     /// endpoint from the usual `AWS_*` environment variables), a `file://`
     /// URL, or a local directory (created when missing).
     pub fn open(location: &str, retain: usize) -> Result<Self> {
+        let mut local_dir = None;
         let (store, root): (Arc<dyn ObjectStore>, Path) = match url::Url::parse(location) {
             // A one-letter "scheme" is a Windows drive, not a URL.
             Ok(url) if url.scheme().len() > 1 => match url.scheme() {
@@ -77,6 +80,7 @@ impl CheckpointStore {
                     let dir = url.to_file_path().map_err(|()| {
                         StreamSqlError::Internal(format!("not a local path: {location}"))
                     })?;
+                    local_dir = Some(dir.clone());
                     (local(&dir)?, Path::default())
                 }
                 other => {
@@ -86,13 +90,17 @@ impl CheckpointStore {
                     )));
                 }
             },
-            _ => (local(LocalPath::new(location))?, Path::default()),
+            _ => {
+                local_dir = Some(location.into());
+                (local(LocalPath::new(location))?, Path::default())
+            }
         };
         Ok(Self {
             store,
             root,
             location: location.to_string(),
             retain,
+            local_dir,
         })
     }
 
@@ -272,14 +280,24 @@ impl CheckpointStore {
             self.store
                 .put(&folder.clone().join(file.as_str()), PutPayload::from(data))
                 .await?;
+            self.sync_local(&folder, Some(&file))?;
             entry.file = Some(file);
+        }
+        // The state files and their names are on disk before the manifest
+        // that names them (the folder exists once a file is in it).
+        if manifest.queries.values().any(|q| q.file.is_some()) {
+            self.sync_local(&folder, None)?;
         }
         let json = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| StreamSqlError::Internal(format!("manifest: {e}")))?;
         written += json.len() as u64;
         self.store
-            .put(&folder.join(MANIFEST), PutPayload::from(json))
+            .put(&folder.clone().join(MANIFEST), PutPayload::from(json))
             .await?;
+        // The manifest, and the folder entry naming it.
+        self.sync_local(&folder, Some(MANIFEST))?;
+        self.sync_local(&folder, None)?;
+        self.sync_local(&self.root, None)?;
         let older: Vec<u64> = self
             .sequences()
             .await?
@@ -291,6 +309,22 @@ impl CheckpointStore {
             self.delete_folder(*sequence).await?;
         }
         Ok(written)
+    }
+}
+
+impl CheckpointStore {
+    /// On a local disk, flushes `file` of `folder` (or the folder itself)
+    /// to disk; object stores make a completed PUT durable themselves.
+    fn sync_local(&self, folder: &Path, file: Option<&str>) -> Result<()> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(());
+        };
+        let mut path = dir.clone();
+        path.extend(folder.parts().map(|p| p.as_ref().to_string()));
+        if let Some(file) = file {
+            path.push(file);
+        }
+        crate::state::sync(&path)
     }
 }
 

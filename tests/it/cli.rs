@@ -172,3 +172,83 @@ fn logs_can_be_json_lines_with_fields() {
         .unwrap_or_else(|| panic!("{stderr}"));
     assert_eq!(finished["fields"]["events_in"], 120000);
 }
+
+/// The `sh` blocks of README.md that run `scripts/streamsql`, in order.
+fn readme_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                if block.contains("scripts/streamsql") {
+                    blocks.push(block.clone());
+                }
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_command_of_the_readme_runs_as_written() {
+    let dir = common::scratch_dir("readme");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    common::copy_pipelines(&dir);
+    // `scripts/streamsql` builds and runs this clone's binary; here, the
+    // binary under test.
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::write(
+        dir.join("scripts/streamsql"),
+        format!(
+            "#!/bin/sh\nexec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_streamsql")
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", "scripts/streamsql"])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    let blocks = readme_commands();
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    let mut printed = String::new();
+    for block in &blocks {
+        let mut command = std::process::Command::new("bash");
+        command
+            .args(["-euo", "pipefail", "-c", block])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let output = common::output_within(command, std::time::Duration::from_secs(300));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "README block failed:\n{block}\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        printed.push_str(&stdout);
+    }
+    // What README says the main job prints, and the query's five rows.
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    for line in [
+        "query task_failure_metrics: 327836 rows out",
+        "dead letters: none",
+    ] {
+        assert!(
+            readme.contains(line) && printed.contains(line),
+            "{line}\n{printed}"
+        );
+    }
+    assert!(printed.contains("failures"), "{printed}");
+    assert!(!common::read_parts(&dir.join("output/task_failures/task_failure_metrics")).is_empty());
+}

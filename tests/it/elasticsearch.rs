@@ -1,6 +1,7 @@
-//! The Elasticsearch sink against a real HTTP peer: osmem-server (an
-//! Elasticsearch-API server, installed by scripts/tools.sh) on loopback,
-//! behind a fault-injecting proxy where a test needs 429s and 503s.
+//! The Elasticsearch sink against real HTTP peers on loopback (installed by
+//! scripts/tools.sh): a real OpenSearch node for W1 end to end and for kill -9
+//! restarts; osmem-server (an Elasticsearch-API server that starts at once)
+//! behind a fault-injecting proxy where a test needs 429s, 503s and refusals.
 //!
 //! The reference is the same query with `emit: final` written to Parquet by
 //! the same run: every window's last update in Elasticsearch must equal it,
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::elasticsearch::{FaultProxy, Faults, Osmem, get_json};
+use common::elasticsearch::{EsServer, FaultProxy, Faults, get_json};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -142,7 +143,7 @@ fn run(config: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 #[test]
 fn w1_updates_in_elasticsearch_equal_the_final_windows_and_a_replay_changes_nothing() {
     let dir = common::scratch_dir("es_w1");
-    let Some(es) = Osmem::start() else {
+    let Some(es) = EsServer::opensearch() else {
         return;
     };
     let config = write_pipeline(&dir, &es.url, "");
@@ -186,7 +187,7 @@ fn w1_updates_in_elasticsearch_equal_the_final_windows_and_a_replay_changes_noth
 #[test]
 fn throttled_and_unavailable_answers_are_retried_and_nothing_is_lost() {
     let dir = common::scratch_dir("es_faults");
-    let Some(es) = Osmem::start() else {
+    let Some(es) = EsServer::osmem() else {
         return;
     };
     let proxy = FaultProxy::start(
@@ -195,14 +196,24 @@ fn throttled_and_unavailable_answers_are_retried_and_nothing_is_lost() {
             bulk_429: 2,
             bulk_503: 2,
             item_429: 3,
+            item_503: 2,
             item_400: 0,
         },
     );
-    let config = write_pipeline(&dir, &proxy.url, "              retry_backoff: 10ms\n");
+    // Each of the nine faulty answers costs a retry.
+    let config = write_pipeline(
+        &dir,
+        &proxy.url,
+        "              retry_backoff: 10ms\n              max_retries: 12\n",
+    );
     let out = dir.join("out");
     let summary = common::assert_ok(&run(&config, &out, &[]));
     let seen = proxy.seen();
-    assert_eq!(seen.faults_injected, 7, "{seen:?}");
+    assert_eq!(seen.faults_injected, 9, "{seen:?}");
+    assert!(
+        common::dead_letters(&out).is_empty(),
+        "nothing is refused for good"
+    );
     assert!(summary.contains("retries"), "{summary}");
     assert_documents(es.address(), &expected_documents(&out));
 }
@@ -210,7 +221,7 @@ fn throttled_and_unavailable_answers_are_retried_and_nothing_is_lost() {
 #[test]
 fn refused_documents_go_to_the_dead_letters_and_the_rest_arrive() {
     let dir = common::scratch_dir("es_refused");
-    let Some(es) = Osmem::start() else {
+    let Some(es) = EsServer::osmem() else {
         return;
     };
     let proxy = FaultProxy::start(
@@ -257,7 +268,7 @@ fn refused_documents_go_to_the_dead_letters_and_the_rest_arrive() {
 #[test]
 fn an_unreachable_cluster_stops_the_run_and_the_next_run_loses_nothing() {
     let dir = common::scratch_dir("es_down");
-    let Some(es) = Osmem::start() else {
+    let Some(es) = EsServer::osmem() else {
         return;
     };
     let proxy = FaultProxy::start(
@@ -291,7 +302,7 @@ fn an_unreachable_cluster_stops_the_run_and_the_next_run_loses_nothing() {
 #[test]
 fn credentials_come_from_the_environment() {
     let dir = common::scratch_dir("es_auth");
-    let Some(es) = Osmem::start() else {
+    let Some(es) = EsServer::osmem() else {
         return;
     };
     let proxy = FaultProxy::start(es.address(), Faults::default());
@@ -321,6 +332,47 @@ fn credentials_come_from_the_environment() {
     let seen = proxy.seen().authorization;
     assert!(
         !seen.is_empty() && seen.iter().all(|a| a == "Basic YW5hbHlzdDpzM2NyZXQ="),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn credentials_in_the_url_are_sent_but_never_shown() {
+    let dir = common::scratch_dir("es_url_auth");
+    let Some(es) = EsServer::osmem() else {
+        return;
+    };
+    // A refused document makes a dead letter, which names the sink.
+    let proxy = FaultProxy::start(
+        es.address(),
+        Faults {
+            item_400: 1,
+            ..Faults::default()
+        },
+    );
+    let url = proxy.url.replace("http://", "http://analyst:s3cr%40t@");
+    let config = write_pipeline(&dir, &url, "");
+    let out = dir.join("out");
+    let run = run(&config, &out, &["--log-format", "json"]);
+    let explain = common::output_within(
+        common::streamsql(&["--config", config.to_str().unwrap(), "explain", "p"]),
+        LIMIT,
+    );
+    let mut shown = String::new();
+    for output in [&run, &explain] {
+        shown.push_str(&String::from_utf8_lossy(&output.stdout));
+        shown.push_str(&String::from_utf8_lossy(&output.stderr));
+    }
+    let letters = common::dead_letters(&out);
+    assert!(!letters.is_empty(), "{shown}");
+    shown.push_str(&serde_json::to_string(&letters).unwrap());
+    assert!(run.status.success(), "{shown}");
+    assert!(shown.contains("***@127.0.0.1"), "{shown}");
+    assert!(!shown.contains("s3cr"), "{shown}");
+    // base64("analyst:s3cr@t"): the password percent-decoded, as the URL means it.
+    let seen = proxy.seen().authorization;
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| a == "Basic YW5hbHlzdDpzM2NyQHQ="),
         "{seen:?}"
     );
 }
@@ -537,7 +589,7 @@ fn docker_compose_file_is_valid_and_wires_the_services() {
 fn killed_mid_stream_and_restarted_the_index_ends_with_exactly_the_final_windows() {
     let dir = common::scratch_dir("es_kill");
     // The reference: an uninterrupted run (and its duration, for the kills).
-    let Some(reference) = Osmem::start() else {
+    let Some(reference) = EsServer::osmem() else {
         return;
     };
     let config = write_pipeline(&dir, &reference.url, "");
@@ -548,8 +600,8 @@ fn killed_mid_stream_and_restarted_the_index_ends_with_exactly_the_final_windows
     drop(reference);
 
     // The same run SIGKILLed at random points and restarted from its
-    // checkpoints, into a fresh server.
-    let Some(es) = Osmem::start() else {
+    // checkpoints, into a real OpenSearch node.
+    let Some(es) = EsServer::opensearch() else {
         return;
     };
     let config = write_pipeline(&dir, &es.url, "");

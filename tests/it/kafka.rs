@@ -480,12 +480,20 @@ fn prometheus_metrics_are_scraped_while_a_kafka_pipeline_runs() {
     replay(&broker, &[("metrics", &files)], &dir, Some(30_000));
     let config = write_pipeline(
         &dir.join("run"),
-        &kafka_input(&broker, "metrics", "metrics", "stop_when_idle: 8s"),
+        &kafka_input(&broker, "metrics", "metrics", "stop_when_idle: 15s"),
     );
+    // A real Prometheus scrapes the runner every second, from before it
+    // starts (when installed; the scrapes below run either way).
+    let metrics_address = format!("127.0.0.1:{}", common::free_port());
+    let prometheus = common::prometheus::prometheus(&dir.join("prometheus"), &[&metrics_address]);
+    if let Some(server) = &prometheus {
+        // Its first scrape (of nothing yet) comes about 6 s after it starts.
+        common::prometheus::wait_for(&server.address, "up", 1, Duration::from_secs(30));
+    }
     let mut command = run(
         &config,
         &dir.join("run/out"),
-        &["--metrics-address", "127.0.0.1:0"],
+        &["--metrics-address", &metrics_address],
     );
     command.stdout(std::process::Stdio::piped());
     let mut child = command.spawn().unwrap();
@@ -520,6 +528,23 @@ fn prometheus_metrics_are_scraped_while_a_kafka_pipeline_runs() {
         last = text;
         std::thread::sleep(Duration::from_millis(200));
     };
+    // While the runner idles before it stops: every panel of the pipeline
+    // health dashboard shows it.
+    if let Some(server) = &prometheus {
+        let scraped = "count_over_time(streamsql_events_in_total[1m]) >= 4";
+        common::prometheus::wait_for(&server.address, scraped, 1, Duration::from_secs(30));
+        for expr in common::prometheus::dashboard_expressions("pipeline_health.json") {
+            let found = common::prometheus::query(&server.address, &expr);
+            let shown = found
+                .iter()
+                .filter(|s| s["value"][1].as_str().is_some_and(|v| v != "NaN"))
+                .count();
+            assert!(
+                shown > 0,
+                "pipeline health panel `{expr}` shows no data: {found:?}"
+            );
+        }
+    }
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let output = common::wait_within(child, LIMIT);

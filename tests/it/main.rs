@@ -5,6 +5,7 @@
 //! printed (under `CI=true` they fail instead).
 
 mod aggregates_match_datafusion;
+mod bad_input;
 mod batch_invariance;
 mod checkpoint_restart;
 mod cli;
@@ -12,6 +13,7 @@ mod common;
 mod elasticsearch;
 mod kafka;
 mod pipeline_behaviour;
+mod prometheus;
 mod w1_real_trace;
 mod window_properties;
 mod workloads;

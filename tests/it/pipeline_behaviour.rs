@@ -11,13 +11,13 @@ use streamsql::metrics::Summary;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 
-fn write(dir: &Path, name: &str, text: &str) {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
 /// Writes `yaml` as the pipelines file in `dir`, runs pipeline `p`, and
 /// returns its summary and output folder.
-async fn run_pipeline(dir: &Path, yaml: &str) -> (Summary, PathBuf) {
+pub(crate) async fn run_pipeline(dir: &Path, yaml: &str) -> (Summary, PathBuf) {
     write(dir, "pipelines.yaml", yaml);
     let out = dir.join("out");
     let summary = common::run(&dir.join("pipelines.yaml"), "p", &out).await;
@@ -25,7 +25,13 @@ async fn run_pipeline(dir: &Path, yaml: &str) -> (Summary, PathBuf) {
 }
 
 /// One source block: columns `t` (event time, ms), `k` string, `v` int64.
-fn source_yaml(name: &str, format: &str, data: &str, time_type: &str, delay: &str) -> String {
+pub(crate) fn source_yaml(
+    name: &str,
+    format: &str,
+    data: &str,
+    time_type: &str,
+    delay: &str,
+) -> String {
     format!(
         "      - name: {name}
         format: {format}
@@ -41,19 +47,19 @@ fn source_yaml(name: &str, format: &str, data: &str, time_type: &str, delay: &st
 }
 
 /// Pipeline `p` over `sources` (blocks from [`source_yaml`]) with `queries`.
-fn pipeline_with(sources: &str, queries: &str) -> String {
+pub(crate) fn pipeline_with(sources: &str, queries: &str) -> String {
     format!("pipelines:\n  p:\n    sources:\n{sources}    trigger: 0s\n    queries:\n{queries}")
 }
 
 /// Pipeline `p` over one source `events` (delay 1 s) with `queries`.
-fn pipeline_yaml(format: &str, data: &str, time_type: &str, queries: &str) -> String {
+pub(crate) fn pipeline_yaml(format: &str, data: &str, time_type: &str, queries: &str) -> String {
     pipeline_with(
         &source_yaml("events", format, data, time_type, "1s"),
         queries,
     )
 }
 
-fn int_column(batches: &[RecordBatch], name: &str) -> Vec<i64> {
+pub(crate) fn int_column(batches: &[RecordBatch], name: &str) -> Vec<i64> {
     batches
         .iter()
         .flat_map(|b| {
@@ -248,7 +254,7 @@ async fn json_sources_decode_timestamps_and_dead_letter_bad_lines() {
 }
 
 /// Runs `check` on a pipelines file and returns the error text.
-async fn check_error(dir: &Path) -> String {
+pub(crate) async fn check_error(dir: &Path) -> String {
     let loaded = match streamsql::config::load(&dir.join("pipelines.yaml")) {
         Ok(loaded) => loaded,
         Err(e) => return e.to_string(),

@@ -28,26 +28,62 @@ pub struct ElasticsearchSinkConfig {
     #[serde(default = "default_bulk_bytes")]
     pub bulk_bytes: usize,
     /// ... or when the oldest buffered row is this old (and at every commit).
-    #[serde(default = "default_flush_interval", with = "duration")]
+    #[serde(default = "default_flush_interval", with = "duration::positive")]
     pub flush_interval: Duration,
     /// Retries of a bulk request answered 429/502/503/504 or not answered,
-    /// and of items answered 429, before the pipeline stops with an error.
+    /// and of items answered 429 or 5xx, before the pipeline stops with an error.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// The first retry's delay; each further retry doubles it (at most 30 s).
-    #[serde(default = "default_retry_backoff", with = "duration")]
+    #[serde(default = "default_retry_backoff", with = "duration::positive")]
     pub retry_backoff: Duration,
     /// How long one request may take.
-    #[serde(default = "default_request_timeout", with = "duration")]
+    #[serde(default = "default_request_timeout", with = "duration::positive")]
     pub request_timeout: Duration,
 }
 
 impl ElasticsearchSinkConfig {
+    /// `url` without the user and password it may carry (`https://u:p@host`,
+    /// as hosted clusters hand out), and those credentials apart: the URL
+    /// goes into messages, logs, metrics labels and dead letters, the
+    /// credentials only into the HTTP client.
+    pub fn endpoint(&self) -> Result<(url::Url, Option<(String, String)>), String> {
+        let mut url = url::Url::parse(&self.url)
+            .map_err(|e| format!("`{}` is not a URL ({e})", self.redacted_url()))?;
+        let user = percent_decode(url.username());
+        let password = url.password().map(percent_decode);
+        let credentials = match (user.is_empty(), password) {
+            (true, None) => None,
+            (_, password) => Some((user, password.unwrap_or_default())),
+        };
+        // Setting them to empty cannot fail on an http(s) URL with a host.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Ok((url, credentials))
+    }
+
+    /// `url` with any credentials in it replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                let _ = url.set_username("***");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Ok(_) => self.url.clone(),
+            // Not a URL: show only what comes after a possible `user:pass@`.
+            Err(_) => match self.url.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => self.url.clone(),
+            },
+        }
+    }
+
     /// One line for `explain`.
     pub fn describe(&self) -> String {
         format!(
             "elasticsearch {} index {} _id [{}] (bulk {} rows / {} bytes / {:?})",
-            self.url,
+            self.redacted_url(),
             self.index,
             self.id_columns.join(", "),
             self.bulk_rows,
@@ -69,6 +105,13 @@ pub enum ElasticsearchAuth {
     /// `api_key_env: ES_API_KEY`: the base64 `id:key` an API key's
     /// `encoded` field shows.
     ApiKeyEnv(String),
+}
+
+/// `%40` as `@` and so on: URL user info is percent-encoded.
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn default_bulk_rows() -> usize {

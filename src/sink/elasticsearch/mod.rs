@@ -10,7 +10,7 @@
 //! - Back-pressure: the micro-batch loop waits for each bulk request; the
 //!   buffer is bounded by `bulk_rows`/`bulk_bytes`, never by memory.
 //! - Retries: whole requests answered 429/502/503/504 or unanswered, and
-//!   items answered 429, are sent again with exponential back-off, at most
+//!   items answered 429 or 5xx, are sent again with exponential back-off, at most
 //!   `max_retries` times; then the run stops with an error (nothing is lost:
 //!   the next run resumes from the last checkpoint). Items refused for good
 //!   (a mapping conflict, say) go to the dead letters with the reason.
@@ -87,7 +87,7 @@ impl ElasticsearchSink {
             )
             .with_fix(format!("export {variable}=... before `streamsql run`"))
         })?;
-        let name = format!("{query} → elasticsearch {}", settings.url);
+        let name = format!("{query} → elasticsearch {}", settings.redacted_url());
         let fail = |message: String| StreamSqlError::Sink(format!("{name}: {message}"));
         let encoder = DocumentEncoder::new(settings, &schema).map_err(|problems| {
             fail(
@@ -98,13 +98,15 @@ impl ElasticsearchSink {
                     .join("; "),
             )
         })?;
-        let url = settings
-            .url
+        let (url, in_url) = settings.endpoint().map_err(fail)?;
+        let url = url
+            .as_str()
             .parse()
-            .map_err(|e| fail(format!("`{}` is not a URL ({e})", settings.url)))?;
+            .map_err(|e| fail(format!("`{}` is not a URL ({e})", settings.redacted_url())))?;
         let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(settings.request_timeout);
-        if let Some(credentials) = credentials {
+        let in_url = in_url.map(|(user, password)| Credentials::Basic(user, password));
+        if let Some(credentials) = credentials.or(in_url) {
             transport = transport.auth(credentials);
         }
         let transport = transport
@@ -178,7 +180,12 @@ impl ElasticsearchSink {
                     for (doc, item) in documents.into_iter().zip(statuses) {
                         match item.status {
                             200..=299 => self.stats.documents += 1,
-                            429 => again.push(doc),
+                            // Throttled, or a shard not yet there (a new
+                            // daily index allocating): the same item will
+                            // succeed later, as whole requests do.
+                            status if bulk::is_transient(status) || status >= 500 => {
+                                again.push(doc)
+                            }
                             status => refused.push(DeadLetter {
                                 source: self.name.clone(),
                                 position: format!("{}/{}", doc.index, doc.id),
@@ -192,13 +199,13 @@ impl ElasticsearchSink {
                         }
                     }
                     self.stats.rejected += refused.len() as u64;
-                    dead_letters.write(&refused);
+                    dead_letters.write(&refused)?;
                     documents = again;
                     if documents.is_empty() {
                         break;
                     }
                     format!(
-                        "{} documents answered 429 (too many requests)",
+                        "{} documents answered 429 (too many requests) or 5xx (unavailable)",
                         documents.len()
                     )
                 }
@@ -286,21 +293,31 @@ pub fn check(
     pipeline: &str,
     query: &str,
 ) -> Vec<Diagnostic> {
-    let Err(found) = DocumentEncoder::new(settings, schema) else {
-        return Vec::new();
-    };
     let anchor = format!("name: {query}");
-    found
-        .into_iter()
-        .map(|p| {
-            Diagnostic::new(
-                loaded.path.display().to_string(),
-                loaded.line_of(pipeline, &anchor, &format!("{}:", p.key)),
-                format!("query `{query}`, elasticsearch sink: {}", p.message),
-            )
-            .with_fix(p.fix)
-        })
-        .collect()
+    let diagnostic = |key: &str, message: String, fix: String| {
+        Diagnostic::new(
+            loaded.path.display().to_string(),
+            loaded.line_of(pipeline, &anchor, &format!("{key}:")),
+            format!("query `{query}`, elasticsearch sink: {message}"),
+        )
+        .with_fix(fix)
+    };
+    let mut problems = Vec::new();
+    if let Err(message) = settings.endpoint() {
+        problems.push(diagnostic(
+            "url",
+            message,
+            "write the cluster's base URL, e.g. `http://127.0.0.1:9200`".into(),
+        ));
+    }
+    if let Err(found) = DocumentEncoder::new(settings, schema) {
+        problems.extend(
+            found
+                .into_iter()
+                .map(|p| diagnostic(p.key, p.message, p.fix)),
+        );
+    }
+    problems
 }
 
 /// Exponential back-off: `retry_backoff`, doubled per retry, at most

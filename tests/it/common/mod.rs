@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod elasticsearch;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,6 +31,27 @@ pub fn service(var: &str, what: &str) -> Option<String> {
     );
     eprintln!("skipped: no {what} ({var} unset; scripts/test.sh installs it)");
     None
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Copies the repository's pipelines.yaml with the queries and bundled
+/// datasets it reads into `dir`: runs there write `dir/output/`.
+pub fn copy_pipelines(dir: &Path) {
+    let copied = Command::new("cp")
+        .args(["-r", "pipelines.yaml", "queries", "datasets"])
+        .arg(dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
 }
 
 /// A fresh directory under the target dir, removed at the start of each use.
