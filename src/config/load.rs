@@ -48,8 +48,6 @@ impl LoadedConfig {
         self.resolve(&relative)
     }
 
-    /// The 1-based line of `needle` in pipeline `pipeline`'s block, at or
-    /// after the first line containing `after` (such as `name: <query>`).
     /// Where pipeline `pipeline` checkpoints: `checkpoint.location` (a URL,
     /// or a directory relative to pipelines.yaml), or `<output_dir>/_checkpoints`.
     pub fn checkpoint_location(&self, pipeline: &PipelineConfig, output_dir: &Path) -> String {
@@ -60,6 +58,8 @@ impl LoadedConfig {
         }
     }
 
+    /// The 1-based line of `needle` in pipeline `pipeline`'s block, at or
+    /// after the first line containing `after` (such as `name: <query>`).
     pub fn line_of(&self, pipeline: &str, after: &str, needle: &str) -> Option<usize> {
         Locator::new(&self.text, pipeline).line_after(after, needle)
     }
@@ -83,8 +83,13 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
     let mut value: serde_yaml::Value =
         serde_yaml::from_str(&parsed).map_err(|e| yaml_diagnostic(&file_name, &parsed, &e))?;
     expand_values(&mut value, &variables);
-    let file: PipelinesFile = serde_yaml::from_value(value).map_err(|e| {
-        // Errors from a value carry no position: the same error from the text does.
+    // Read back from text, as YAML types it: `topic: 2024` is a string to a
+    // string field (a `Value` would insist on a number).
+    let expanded = serde_yaml::to_string(&value)
+        .map_err(|e| crate::internal_error!("pipelines.yaml as YAML again: {e}"))?;
+    let file: PipelinesFile = serde_yaml::from_str(&expanded).map_err(|e| {
+        // Positions in the text read back mean nothing to the user; the same
+        // error from the text with the variables pasted in has them.
         match serde_yaml::from_str::<PipelinesFile>(&located) {
             Err(at) => yaml_diagnostic(&file_name, &located, &at),
             Ok(_) => Diagnostic::new(&file_name, None, e.to_string())
@@ -144,11 +149,21 @@ fn check_locations(loaded: &LoadedConfig, problems: &mut Vec<Diagnostic>) {
     let mut owners: BTreeMap<String, &str> = BTreeMap::new();
     for (name, pipeline) in &loaded.file.pipelines {
         let output_dir = loaded.output_dir(name, pipeline);
+        // `out`, `./out` and `out/` are one place.
+        let normal = |location: String| match location.contains("://") {
+            true => location.trim_end_matches('/').to_string(),
+            false => Path::new(&location)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect::<PathBuf>()
+                .display()
+                .to_string(),
+        };
         let locations = [
-            ("output_dir", output_dir.display().to_string()),
+            ("output_dir", normal(output_dir.display().to_string())),
             (
                 "checkpoint.location",
-                loaded.checkpoint_location(pipeline, &output_dir),
+                normal(loaded.checkpoint_location(pipeline, &output_dir)),
             ),
         ];
         for (what, location) in locations {
@@ -288,8 +303,11 @@ fn expand_values(value: &mut serde_yaml::Value, variables: &[String]) {
                     expanded = expanded.replace(&name, &value);
                 }
             }
+            // Typed only when the type keeps the text: `8192` and `true`,
+            // but `007` or `1e5` (a password, say) stay strings.
             *value = match serde_yaml::from_str::<Value>(&expanded) {
-                Ok(typed @ (Value::Number(_) | Value::Bool(_))) if alone => typed,
+                Ok(Value::Number(n)) if alone && n.to_string() == expanded => Value::Number(n),
+                Ok(Value::Bool(b)) if alone && b.to_string() == expanded => Value::Bool(b),
                 _ => Value::String(expanded),
             };
         }
@@ -521,7 +539,7 @@ const IDENTIFIER_FIX: &str = "names are SQL table names and folder names: \
 
 /// Pipeline, source and query names become SQL table names and folders under
 /// the output directory, so `../x` or `a/b` must never get that far.
-fn is_identifier(name: &str) -> bool {
+pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -681,6 +699,12 @@ mod tests {
         );
         let mut value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         expand_values(&mut value, &variables);
+        // SAFETY: as above.
+        unsafe { std::env::set_var("STREAMSQL_TEST_SECRET", "1e5") };
+        let (text, variables) = with_placeholders("secret: ${STREAMSQL_TEST_SECRET}\n");
+        let mut secret: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        expand_values(&mut secret, &variables);
+        assert_eq!(secret["secret"], serde_yaml::Value::from("1e5"));
         assert_eq!(value["rows"], serde_yaml::Value::from(97));
         assert_eq!(value["name"], serde_yaml::Value::from("x\n  other: y\n- z"));
         assert_eq!(value["in"]["url"], serde_yaml::Value::from("http://97:1"));

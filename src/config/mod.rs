@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 pub use crate::sink::SinkConfig;
 pub use crate::source::{SourceConfig, SourceInput};
+pub(crate) use load::is_identifier;
 pub use load::{LoadedConfig, load};
 
 /// The whole `pipelines.yaml` file.

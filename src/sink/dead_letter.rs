@@ -158,14 +158,11 @@ impl DeadLetterSink {
             return Ok(());
         }
         self.spill()?;
-        let tmp = self.dir.join(IN_PROGRESS);
-        if let Some(file) = self.open.take() {
-            file.sync_all()
-                .map_err(|e| StreamSqlError::io(format!("cannot flush {}", tmp.display()), e))?;
-        }
+        let file = self
+            .open
+            .take()
+            .ok_or_else(|| crate::internal_error!("dead letters spilled without a file"))?;
         let path = self.dir.join(format!("part-{epoch:06}.jsonl"));
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| StreamSqlError::io(format!("cannot rename to {}", path.display()), e))?;
-        crate::state::sync(&self.dir)
+        crate::state::install(file, &self.dir.join(IN_PROGRESS), &path)
     }
 }

@@ -90,6 +90,29 @@ impl SinkConfig {
     }
 }
 
+/// Where a sink's setting problems are reported: at their key in the
+/// query's block of pipelines.yaml.
+pub(crate) struct SettingsAt<'a> {
+    pub loaded: &'a LoadedConfig,
+    pub pipeline: &'a str,
+    pub query: &'a str,
+    /// `elasticsearch`, `prometheus`.
+    pub sink: &'static str,
+}
+
+impl SettingsAt<'_> {
+    pub fn problem(&self, key: &str, message: String, fix: impl Into<String>) -> Diagnostic {
+        let anchor = format!("name: {}", self.query);
+        Diagnostic::new(
+            self.loaded.path.display().to_string(),
+            self.loaded
+                .line_of(self.pipeline, &anchor, &format!("{key}:")),
+            format!("query `{}`, {} sink: {message}", self.query, self.sink),
+        )
+        .with_fix(fix)
+    }
+}
+
 /// Checks each sink's settings against the query's output columns.
 pub(crate) fn check_settings(
     loaded: &LoadedConfig,

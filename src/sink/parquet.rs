@@ -86,14 +86,8 @@ impl ParquetSink {
             return Ok(());
         };
         let file = writer.into_inner()?;
-        let tmp = self.dir.join(IN_PROGRESS);
-        file.sync_all()
-            .map_err(|e| StreamSqlError::io(format!("cannot flush {}", tmp.display()), e))?;
         let path = self.dir.join(format!("part-{epoch:06}.parquet"));
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| StreamSqlError::io(format!("cannot rename to {}", path.display()), e))?;
-        // The rename is durable before the checkpoint that counts the part.
-        crate::state::sync(&self.dir)
+        crate::state::install(file, &self.dir.join(IN_PROGRESS), &path)
     }
 }
 

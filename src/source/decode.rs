@@ -257,7 +257,7 @@ impl Decoder {
     ) -> Result<(RecordBatch, Vec<i64>)> {
         let name = self.schema.field(self.event_time_index).name();
         let column = rows.column(self.event_time_index);
-        let raw = event_time_values(column)?;
+        let (raw, unit) = event_time_values(column, self.event_time_unit)?;
         let latest = self
             .max_ahead_millis
             .map(|ahead| chrono::Utc::now().timestamp_millis().saturating_add(ahead));
@@ -269,7 +269,7 @@ impl Decoder {
                     DeadLetterKind::MissingEventTime,
                     format!("event time column `{name}` is empty"),
                 )),
-                Some(v) => match self.event_time_unit.to_millis(*v) {
+                Some(v) => match unit.to_millis(*v) {
                     Some(t) if EVENT_TIME_RANGE.contains(&t) => match latest {
                         Some(latest) if t > latest => Some((
                             DeadLetterKind::EventTimeTooFarAhead,
@@ -286,7 +286,7 @@ impl Decoder {
                         DeadLetterKind::EventTimeOutOfRange,
                         format!(
                             "event time `{name}` = {v} ({:?}) is outside the years 0000-9999",
-                            self.event_time_unit
+                            unit
                         ),
                     )),
                 },
@@ -362,17 +362,22 @@ pub fn progress_before(event_time: &[i64], start: i64) -> Vec<i64> {
 pub(crate) const EVENT_TIME_RANGE: std::ops::RangeInclusive<i64> =
     -62_167_219_200_000..=253_402_300_799_999;
 
-/// The event-time column's values as written (in its unit), `None` where empty.
-fn event_time_values(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+/// The event-time column's values as written, `None` where empty, and
+/// their unit: `unit` for an integer column, milliseconds for a timestamp
+/// column (`unit` does not apply to it).
+fn event_time_values(
+    column: &ArrayRef,
+    unit: EventTimeUnit,
+) -> Result<(Vec<Option<i64>>, EventTimeUnit)> {
     let any = column.as_any();
     if let Some(a) = any.downcast_ref::<Int64Array>() {
-        return Ok(a.iter().collect());
+        return Ok((a.iter().collect(), unit));
     }
     if let Some(a) = any.downcast_ref::<Int32Array>() {
-        return Ok(a.iter().map(|v| v.map(i64::from)).collect());
+        return Ok((a.iter().map(|v| v.map(i64::from)).collect(), unit));
     }
     if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
-        return Ok(a.iter().collect());
+        return Ok((a.iter().collect(), EventTimeUnit::Ms));
     }
     crate::internal_err!(
         "event time column of type {} passed config checks",

@@ -14,7 +14,7 @@ mod lock;
 mod manifest;
 mod store;
 
-pub use durable::sync;
+pub use durable::{install, sync};
 pub use key_group::{KeyGroups, key_group, with_key_groups, without_key_groups};
 pub use lock::RunLock;
 pub use manifest::{FORMAT_VERSION, Manifest, QueryCheckpoint, SourceCheckpoint};

@@ -482,6 +482,14 @@ fn prometheus_metrics_are_scraped_while_a_kafka_pipeline_runs() {
         &dir.join("run"),
         &kafka_input(&broker, "metrics", "metrics", "stop_when_idle: 15s"),
     );
+    // Result gauges on the same /metrics, next to the runner's own (their
+    // families only: the first events all have time 0, so no window closes
+    // before the end; what Prometheus then reads must still parse).
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "sinks: [ { parquet: {} } ]",
+        "sinks: [ { parquet: {} }, { prometheus: { values: [total_events], labels: [machine_id, job_id] } } ]",
+    );
+    std::fs::write(&config, text).unwrap();
     // A real Prometheus scrapes the runner every second, from before it
     // starts (when installed; the scrapes below run either way).
     let metrics_address = format!("127.0.0.1:{}", common::free_port());
@@ -534,7 +542,10 @@ fn prometheus_metrics_are_scraped_while_a_kafka_pipeline_runs() {
         let scraped = "count_over_time(streamsql_events_in_total[1m]) >= 4";
         common::prometheus::wait_for(&server.address, scraped, 1, Duration::from_secs(30));
         for expr in common::prometheus::dashboard_expressions("pipeline_health.json") {
-            let found = common::prometheus::query(&server.address, &expr);
+            // A scrape that missed its 1 s deadline makes the series stale
+            // for a moment: ask again for a few seconds.
+            let found =
+                common::prometheus::wait_for(&server.address, &expr, 1, Duration::from_secs(10));
             let shown = found
                 .iter()
                 .filter(|s| s["value"][1].as_str().is_some_and(|v| v != "NaN"))

@@ -35,7 +35,7 @@ pub use document::{DocumentEncoder, SettingProblem};
 
 use self::bulk::Answer;
 use self::document::Document;
-use super::{DeadLetter, DeadLetterKind, DeadLetterSink, Sink};
+use super::{DeadLetter, DeadLetterKind, DeadLetterSink, SettingsAt, Sink};
 use crate::config::LoadedConfig;
 use crate::error::{Diagnostic, Result, StreamSqlError};
 
@@ -293,15 +293,13 @@ pub fn check(
     pipeline: &str,
     query: &str,
 ) -> Vec<Diagnostic> {
-    let anchor = format!("name: {query}");
-    let diagnostic = |key: &str, message: String, fix: String| {
-        Diagnostic::new(
-            loaded.path.display().to_string(),
-            loaded.line_of(pipeline, &anchor, &format!("{key}:")),
-            format!("query `{query}`, elasticsearch sink: {message}"),
-        )
-        .with_fix(fix)
+    let at = SettingsAt {
+        loaded,
+        pipeline,
+        query,
+        sink: "elasticsearch",
     };
+    let diagnostic = |key: &str, message: String, fix: String| at.problem(key, message, fix);
     let mut problems = Vec::new();
     if let Err(message) = settings.endpoint() {
         problems.push(diagnostic(

@@ -30,8 +30,8 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 pub use config::{PrometheusSinkConfig, PushConfig};
 
-use super::{DeadLetterSink, Sink};
-use crate::config::LoadedConfig;
+use super::{DeadLetterSink, SettingsAt, Sink};
+use crate::config::{LoadedConfig, is_identifier};
 use crate::error::{Diagnostic, Result};
 use crate::metrics::Metrics;
 
@@ -124,7 +124,7 @@ impl PrometheusSink {
                     .unwrap_or_else(|| format!("{pipeline}_{query}"));
                 let url = format!("{}/metrics/job/{job}", push.url.trim_end_matches('/'));
                 let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
+                    .timeout(Duration::from_secs(2))
                     .build()
                     .map_err(|e| crate::internal_error!("HTTP client: {e}"))?;
                 Some((client, url))
@@ -302,15 +302,6 @@ fn number(value: f64) -> String {
     }
 }
 
-/// A Prometheus metric or label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
-fn is_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// Checks the sink's settings against the query's output columns, each
 /// problem at its line of pipelines.yaml.
 pub fn check(
@@ -320,17 +311,15 @@ pub fn check(
     pipeline: &str,
     query: &str,
 ) -> Vec<Diagnostic> {
-    let anchor = format!("name: {query}");
+    let at = SettingsAt {
+        loaded,
+        pipeline,
+        query,
+        sink: "prometheus",
+    };
     let mut problems = Vec::new();
     let mut report = |key: &str, message: String, fix: String| {
-        problems.push(
-            Diagnostic::new(
-                loaded.path.display().to_string(),
-                loaded.line_of(pipeline, &anchor, &format!("{key}:")),
-                format!("query `{query}`, prometheus sink: {message}"),
-            )
-            .with_fix(fix),
-        );
+        problems.push(at.problem(key, message, fix));
     };
     let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     for bound in ["window_start", "window_end"] {
@@ -364,7 +353,7 @@ pub fn check(
                 format!("`{column}` is {}, not a number", field.data_type()),
                 "expose numeric columns; put text columns in `labels`".into(),
             ),
-            Ok(_) if !is_metric_name(&format!("{query}_{column}")) => report(
+            Ok(_) if !is_identifier(&format!("{query}_{column}")) => report(
                 "values",
                 format!("`{query}_{column}` is not a valid Prometheus metric name"),
                 "alias the column in the SQL (`AS total_cpu`): letters, digits and `_`".into(),
@@ -379,7 +368,7 @@ pub fn check(
                 format!("`{column}` is not an output column"),
                 format!("use one of: {}", columns.join(", ")),
             );
-        } else if !is_metric_name(column) || column.starts_with("__") || column == "pipeline" {
+        } else if !is_identifier(column) || column.starts_with("__") || column == "pipeline" {
             report(
                 "labels",
                 format!("`{column}` cannot be a Prometheus label name"),
