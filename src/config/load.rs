@@ -89,11 +89,14 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
         .map_err(|e| crate::internal_error!("pipelines.yaml as YAML again: {e}"))?;
     let file: PipelinesFile = serde_yaml::from_str(&expanded).map_err(|e| {
         // Positions in the text read back mean nothing to the user; the same
-        // error from the text with the variables pasted in has them.
+        // error from the text with the variables pasted in has them (when a
+        // variable's value does not make it another error there).
+        let message = without_position(&e.to_string());
         match serde_yaml::from_str::<PipelinesFile>(&located) {
-            Err(at) => yaml_diagnostic(&file_name, &located, &at),
-            Ok(_) => Diagnostic::new(&file_name, None, e.to_string())
-                .with_fix("see docs/pipelines-yaml.md"),
+            Err(at) if without_position(&at.to_string()) == message => {
+                yaml_diagnostic(&file_name, &located, &at)
+            }
+            _ => Diagnostic::new(&file_name, None, message).with_fix("see docs/pipelines-yaml.md"),
         }
     })?;
     let text = located;
@@ -180,6 +183,14 @@ fn check_locations(loaded: &LoadedConfig, problems: &mut Vec<Diagnostic>) {
                 );
             }
         }
+    }
+}
+
+/// A serde_yaml message without its trailing ` at line N column M`.
+fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
     }
 }
 
