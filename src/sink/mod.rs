@@ -123,12 +123,18 @@ pub(crate) fn check_settings(
     let mut problems = Vec::new();
     let schema = &plan.output_schema;
     for sink in &query.sinks {
+        let at = |sink| SettingsAt {
+            loaded,
+            pipeline,
+            query: &query.name,
+            sink,
+        };
         problems.extend(match sink {
             SinkConfig::Elasticsearch(settings) => {
-                elasticsearch::check(settings, schema, loaded, pipeline, &query.name)
+                elasticsearch::check(settings, schema, &at("elasticsearch"))
             }
             SinkConfig::Prometheus(settings) => {
-                prometheus::check(settings, schema, loaded, pipeline, &query.name)
+                prometheus::check(settings, schema, &at("prometheus"))
             }
             SinkConfig::Parquet(_) | SinkConfig::Console(_) => Vec::new(),
         });

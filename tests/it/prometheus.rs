@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 use crate::common::{self, prometheus};
 
@@ -36,19 +36,12 @@ fn column_f64(batch: &RecordBatch, name: &str) -> Vec<f64> {
         .collect()
 }
 
-fn column_ms(batch: &RecordBatch, name: &str) -> Vec<i64> {
-    let column = batch.column_by_name(name).unwrap();
-    let column = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None)).unwrap();
-    let column = cast(&column, &DataType::Int64).unwrap();
-    column.as_primitive::<Int64Type>().values().to_vec()
-}
-
 /// Per machine, the values of its newest window, for the machines whose
 /// newest window is within `EXPIRE_AFTER_WINDOWS` windows of the newest of all.
 fn newest_windows(batches: &[RecordBatch]) -> BTreeMap<String, Vec<f64>> {
     let mut newest: BTreeMap<String, (i64, Vec<f64>)> = BTreeMap::new();
     for batch in batches {
-        let ends = column_ms(batch, "window_end");
+        let ends = common::millis(batch, "window_end");
         let machines = cast(
             batch.column_by_name("machine_id").unwrap(),
             &DataType::Int64,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -61,14 +61,6 @@ fn texts(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
         .iter()
         .map(|v| v.map(str::to_string))
         .collect()
-}
-
-fn millis(batch: &RecordBatch, name: &str) -> Vec<i64> {
-    let column = batch.column_by_name(name).expect(name);
-    column
-        .as_primitive::<TimestampMillisecondType>()
-        .values()
-        .to_vec()
 }
 
 #[test]
@@ -195,7 +187,7 @@ fn w3_parses_the_apache_log_counts_every_good_line_and_dead_letters_the_cut_one(
 
     let mut engine: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     for batch in common::read_parts(&out.join("access_metrics")) {
-        let starts = millis(&batch, "window_start");
+        let starts = common::millis(&batch, "window_start");
         let requests = floats(&batch, "requests");
         let errors = floats(&batch, "errors");
         for i in 0..batch.num_rows() {
@@ -303,7 +295,10 @@ fn w4_brute_force(
 fn assert_w4_alerts(out: &Path, want: &Windows) {
     let mut got = BTreeMap::new();
     for batch in common::read_parts(&out.join("server_alerts")) {
-        let (servers, starts) = (texts(&batch, "server_id"), millis(&batch, "window_start"));
+        let (servers, starts) = (
+            texts(&batch, "server_id"),
+            common::millis(&batch, "window_start"),
+        );
         let (cpu, mem) = (floats(&batch, "avg_cpu"), floats(&batch, "avg_mem"));
         let (cpu_mem, net_disk) = (
             texts(&batch, "cpu_mem_alert"),

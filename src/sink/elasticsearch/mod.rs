@@ -286,19 +286,11 @@ impl Sink for ElasticsearchSink {
 
 /// Checks the sink's settings against the query's output columns, each
 /// problem at its line of pipelines.yaml.
-pub fn check(
+pub(crate) fn check(
     settings: &ElasticsearchSinkConfig,
     schema: &SchemaRef,
-    loaded: &LoadedConfig,
-    pipeline: &str,
-    query: &str,
+    at: &SettingsAt<'_>,
 ) -> Vec<Diagnostic> {
-    let at = SettingsAt {
-        loaded,
-        pipeline,
-        query,
-        sink: "elasticsearch",
-    };
     let diagnostic = |key: &str, message: String, fix: String| at.problem(key, message, fix);
     let mut problems = Vec::new();
     if let Err(message) = settings.endpoint() {

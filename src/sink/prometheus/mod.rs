@@ -31,7 +31,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 pub use config::{PrometheusSinkConfig, PushConfig};
 
 use super::{DeadLetterSink, SettingsAt, Sink};
-use crate::config::{LoadedConfig, is_identifier};
+use crate::config::is_identifier;
 use crate::error::{Diagnostic, Result};
 use crate::metrics::Metrics;
 
@@ -304,19 +304,12 @@ fn number(value: f64) -> String {
 
 /// Checks the sink's settings against the query's output columns, each
 /// problem at its line of pipelines.yaml.
-pub fn check(
+pub(crate) fn check(
     settings: &PrometheusSinkConfig,
     schema: &SchemaRef,
-    loaded: &LoadedConfig,
-    pipeline: &str,
-    query: &str,
+    at: &SettingsAt<'_>,
 ) -> Vec<Diagnostic> {
-    let at = SettingsAt {
-        loaded,
-        pipeline,
-        query,
-        sink: "prometheus",
-    };
+    let query = at.query;
     let mut problems = Vec::new();
     let mut report = |key: &str, message: String, fix: String| {
         problems.push(at.problem(key, message, fix));

@@ -33,6 +33,17 @@ pub fn service(var: &str, what: &str) -> Option<String> {
     None
 }
 
+/// A timestamp column's values in UTC milliseconds.
+pub fn millis(batch: &RecordBatch, name: &str) -> Vec<i64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMillisecondType;
+    let column = batch.column_by_name(name).expect(name);
+    column
+        .as_primitive::<TimestampMillisecondType>()
+        .values()
+        .to_vec()
+}
+
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
