@@ -295,3 +295,40 @@ fn variables_fill_in_values_and_never_add_keys() {
     let rows = common::read_parts(&dir.join("output/p/all_rows"));
     assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
 }
+
+#[tokio::test]
+async fn a_flood_of_bad_lines_spills_to_disk_and_each_is_one_dead_letter() {
+    let dir = common::scratch_dir("dead-letter-flood");
+    // 30,000 malformed lines of ~100 bytes: about 5 MB of dead letters as
+    // JSON, past the 1 MiB kept in memory, then a good row.
+    let mut text = String::new();
+    for i in 0..30_000 {
+        text.push_str(&format!(
+            "{},k{i},not-a-number-{}\n",
+            1000 + i,
+            "x".repeat(60)
+        ));
+    }
+    text.push_str("70000,a,7\n");
+    write(&dir, "events.csv", &text);
+    write(&dir, "all.sql", "SELECT t, k, v FROM events");
+    let queries = "      - { name: all_rows, sql: all.sql, sinks: [ { parquet: {} } ] }\n";
+    let yaml = pipeline_yaml("csv", "events.csv", "int64", queries)
+        .replace("batch_rows: 3", "batch_rows: 8192");
+    let (summary, out) = run_pipeline(&dir, &yaml).await;
+    assert_eq!(summary.events_in, 1, "{summary:?}");
+    let letters = common::dead_letters(&out);
+    assert_eq!(letters.len(), 30_000);
+    let positions: std::collections::BTreeSet<&str> = letters
+        .iter()
+        .map(|l| l["position"].as_str().unwrap())
+        .collect();
+    assert_eq!(positions.len(), 30_000, "every bad line exactly once");
+    // Nothing is left in progress once the epoch is committed.
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("dead_letters"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("part-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
