@@ -46,28 +46,38 @@ fn main() {
         .build()
         .expect("runtime");
 
-    let options = RunOptions {
-        output_dir: Some(output.clone()),
-        progress: false,
-        ..Default::default()
-    };
-    let started = Instant::now();
-    let summary = runtime.block_on(async {
-        let runner = Pipeline::build(&loaded, "task_failures", &options)
-            .await
-            .expect("build");
-        runner.run(&options).await.expect("run")
-    });
-    let pipeline_secs = started.elapsed().as_secs_f64();
+    // Decoding on one thread, then on as many as the machine has cores:
+    // the same rows out, in one run of the benchmark.
+    let cores = pipeline.parallelism_or_cores();
+    let mut runs = Vec::new();
+    for parallelism in [1, cores] {
+        let options = RunOptions {
+            output_dir: Some(output.clone()),
+            progress: false,
+            from_scratch: true,
+            parallelism: Some(parallelism),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let summary = runtime.block_on(async {
+            let runner = Pipeline::build(&loaded, "task_failures", &options)
+                .await
+                .expect("build");
+            runner.run(&options).await.expect("run")
+        });
+        runs.push((parallelism, started.elapsed().as_secs_f64(), summary));
+    }
     let rss = peak_rss_mb();
+    let (_, pipeline_secs, summary) = runs.last().expect("a run");
+    let pipeline_secs = *pipeline_secs;
 
     let started = Instant::now();
     let decoded = runtime.block_on(async {
         let SourceInput::Replay(replay_config) = &source.input else {
             panic!("W1 replays files")
         };
-        let mut replay =
-            FileReplay::start(&source, replay_config, &loaded.base_dir, None).expect("replay");
+        let mut replay = FileReplay::start(&source, replay_config, &loaded.base_dir, None, cores)
+            .expect("replay");
         let mut rows = 0;
         while let Some(batch) = replay.next_batch().await {
             rows += batch.expect("batch").rows.num_rows();
@@ -103,16 +113,22 @@ fn main() {
 
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("machine: {cpus} cores");
+    for (parallelism, secs, summary) in &runs {
+        println!(
+            "W1 pipeline, parallelism {parallelism}: {} events in {secs:.2} s = {:.0} events/s, \
+             {} rows out",
+            summary.events_in,
+            summary.events_in as f64 / secs,
+            summary.rows_out.iter().map(|(_, n)| n).sum::<u64>(),
+        );
+    }
     println!(
-        "W1 pipeline: {} events in {:.2} s = {:.0} events/s, {} rows out, peak RSS {:.0} MB",
-        summary.events_in,
-        pipeline_secs,
-        summary.events_in as f64 / pipeline_secs,
-        summary.rows_out.iter().map(|(_, n)| n).sum::<u64>(),
-        rss
+        "speed-up of parallelism {cores} over 1: {:.2}; peak RSS {rss:.0} MB",
+        runs[0].1 / pipeline_secs
     );
     println!(
-        "replay alone (read + decode, no query): {decoded} rows in {replay_secs:.2} s = {:.0} rows/s",
+        "replay alone (read + decode on {cores} threads, no query): {decoded} rows in \
+         {replay_secs:.2} s = {:.0} rows/s",
         decoded as f64 / replay_secs
     );
     println!(

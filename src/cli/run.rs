@@ -27,6 +27,10 @@ pub struct Args {
     /// (e.g. 127.0.0.1:9464; port 0 picks a free one).
     #[arg(long, value_name = "ADDRESS")]
     metrics_address: Option<std::net::SocketAddr>,
+    /// Threads per source for decoding (overrides `parallelism` in
+    /// pipelines.yaml); results do not depend on it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::state::KEY_GROUPS)))]
+    parallelism: Option<u16>,
 }
 
 pub async fn execute(args: Args, config: &Path) -> Result<()> {
@@ -36,6 +40,7 @@ pub async fn execute(args: Args, config: &Path) -> Result<()> {
         progress: !args.quiet,
         from_scratch: args.from_scratch,
         stop_after_batches: args.stop_after_batches,
+        parallelism: args.parallelism.map(usize::from),
         ..Default::default()
     };
     let runner = Pipeline::build(&loaded, &args.pipeline, &options).await?;

@@ -396,6 +396,18 @@ fn check_pipeline(
             "declare at least one source",
         );
     }
+    if let Some(n) = pipeline.parallelism
+        && !(1..=super::MAX_PARALLELISM).contains(&n)
+    {
+        report(
+            "parallelism:",
+            format!(
+                "parallelism must be between 1 and {}, not {n}",
+                super::MAX_PARALLELISM
+            ),
+            "leave it out to use the machine's cores, or set e.g. `parallelism: 4`",
+        );
+    }
     if pipeline.checkpoint.retain == 0 {
         report(
             "retain:",

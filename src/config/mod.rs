@@ -54,6 +54,23 @@ pub struct PipelineConfig {
     /// and other constants an analyst tunes without editing SQL).
     #[serde(default)]
     pub params: BTreeMap<String, serde_yaml::Value>,
+    /// How many threads decode each source's batches (default: the
+    /// machine's cores). Results do not depend on it.
+    pub parallelism: Option<usize>,
+}
+
+/// The most threads `parallelism` may ask for.
+pub const MAX_PARALLELISM: usize = crate::state::KEY_GROUPS as usize;
+
+impl PipelineConfig {
+    /// `parallelism`, or the machine's cores when it is not set.
+    pub fn parallelism_or_cores(&self) -> usize {
+        self.parallelism.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_PARALLELISM)
+        })
+    }
 }
 
 /// Checkpoints: one per commit epoch, the newest `retain` kept.

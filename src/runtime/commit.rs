@@ -52,6 +52,9 @@ impl Pipeline {
         if let Some(sequence) = keep_through {
             checkpoints.discard_after(sequence).await?;
         }
+        let parallelism = options
+            .parallelism
+            .unwrap_or_else(|| config.parallelism_or_cores());
         let mut sources = Vec::new();
         for source in &config.sources {
             let saved = source_state(loaded, checkpoint.as_ref(), &source.name)?;
@@ -64,6 +67,7 @@ impl Pipeline {
                     name,
                     saved.position.as_ref(),
                     options.inline_sources.get(&source.name),
+                    parallelism,
                 )?,
                 position: saved.position,
                 watermark: saved.watermark,

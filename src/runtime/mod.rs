@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub stop_after_batches: Option<u64>,
     /// Rows to read instead of the declared inputs, by source (golden tests).
     pub inline_sources: HashMap<String, Vec<InlineBatch>>,
+    /// Overrides the pipeline's `parallelism`.
+    pub parallelism: Option<usize>,
 }
 
 /// How often the driver wakes when no batch comes, for time-based work

@@ -9,6 +9,7 @@ mod config;
 mod decode;
 mod inline;
 pub mod kafka;
+mod ordered;
 pub mod replay;
 
 use std::fmt;
@@ -87,25 +88,35 @@ pub enum Source {
 }
 
 impl Source {
-    /// Starts `config`'s source, resuming after `resume` when given; with
-    /// `inline` rows, reads those instead of the declared input.
+    /// Starts `config`'s source, resuming after `resume` when given, decoding
+    /// on `decode_threads` threads; with `inline` rows, reads those instead
+    /// of the declared input.
     pub fn start(
         config: &SourceConfig,
         base_dir: &std::path::Path,
         pipeline: &str,
         resume: Option<&SourcePosition>,
         inline: Option<&Vec<InlineBatch>>,
+        decode_threads: usize,
     ) -> crate::error::Result<Self> {
         if let Some(batches) = inline {
             return Ok(Source::Inline(InlineRows::start(config, batches.clone())?));
         }
         Ok(match &config.input {
-            SourceInput::Kafka(kafka) => {
-                Source::Kafka(KafkaSource::start(config, kafka, pipeline, resume)?)
-            }
-            SourceInput::Replay(replay) => {
-                Source::Replay(FileReplay::start(config, replay, base_dir, resume)?)
-            }
+            SourceInput::Kafka(kafka) => Source::Kafka(KafkaSource::start(
+                config,
+                kafka,
+                pipeline,
+                resume,
+                decode_threads,
+            )?),
+            SourceInput::Replay(replay) => Source::Replay(FileReplay::start(
+                config,
+                replay,
+                base_dir,
+                resume,
+                decode_threads,
+            )?),
         })
     }
 

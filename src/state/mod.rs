@@ -15,7 +15,7 @@ mod manifest;
 mod store;
 
 pub use durable::{install, sync};
-pub use key_group::{KeyGroups, key_group, with_key_groups, without_key_groups};
+pub use key_group::{KEY_GROUPS, KeyGroups, key_group, with_key_groups, without_key_groups};
 pub use lock::RunLock;
 pub use manifest::{FORMAT_VERSION, Manifest, QueryCheckpoint, SourceCheckpoint};
 pub use store::{Checkpoint, CheckpointStore};

@@ -1,6 +1,7 @@
 //! The Kafka source: a consumer group member (librdkafka, through the
 //! `rdkafka` crate) on a thread of its own, cutting micro-batches by size or
-//! time. Offsets are ours: they travel in checkpoints, a restart seeks to
+//! time; they are decoded on several threads ([`super::ordered`]) and taken
+//! back in poll order, where the per-partition clocks run. Offsets are ours: they travel in checkpoints, a restart seeks to
 //! them, and they are committed to the group after each checkpoint so that
 //! monitoring tools see the lag.
 //!
@@ -18,15 +19,16 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::mpsc;
 
 pub use config::{KafkaConfig, StartOffset};
 
+use super::ordered::{PoolInput, PoolOutput, ordered_pool};
 use super::replay::panic_message;
 use super::{
     Decoder, MAX_BATCH_BYTES, RawRecord, SourceBatch, SourceConfig, SourcePosition, wrong_position,
@@ -40,6 +42,7 @@ pub struct KafkaSource {
     reader: Option<std::thread::JoinHandle<()>>,
     /// Set by the reader when its input ended as it should (not by a panic).
     ended: Arc<std::sync::atomic::AtomicBool>,
+    clocks: PartitionClocks,
     lag: KafkaLag,
 }
 
@@ -87,7 +90,8 @@ impl KafkaLag {
 }
 
 struct Channels {
-    batches: mpsc::Receiver<Result<SourceBatch>>,
+    /// The polled batches, decoded on several threads, in the order polled.
+    batches: PoolOutput<Result<DecodedBatch>>,
     /// Offsets to commit to the group once their checkpoint is written.
     commits: std::sync::mpsc::Sender<BTreeMap<i32, i64>>,
 }
@@ -114,6 +118,7 @@ impl KafkaSource {
         kafka: &KafkaConfig,
         pipeline: &str,
         resume: Option<&SourcePosition>,
+        decode_threads: usize,
     ) -> Result<Self> {
         let offsets = match resume {
             Some(SourcePosition::Kafka { topic, offsets }) if *topic == kafka.topic => {
@@ -184,21 +189,28 @@ impl KafkaSource {
         consumer
             .subscribe(&[&kafka.topic])
             .map_err(|e| StreamSqlError::Internal(format!("subscribe to {}: {e}", kafka.topic)))?;
-        let (sender, batches) = mpsc::channel(4);
+        let decoder = Arc::new(Decoder::new(config)?);
+        let schema = Arc::clone(decoder.schema());
+        let (mut sender, batches) = ordered_pool(
+            &config.name,
+            decode_threads,
+            Arc::new({
+                let decoder = Arc::clone(&decoder);
+                move |polled: Result<PolledBatch>| polled?.decode(&decoder)
+            }),
+        )?;
         let (commits, commit_requests) = std::sync::mpsc::channel();
         let reader = Reader {
             consumer,
-            decoder: Decoder::new(config)?,
+            decoder,
             topic: kafka.topic.clone(),
             origins: HashMap::new(),
             batch_rows: kafka.batch_rows,
             batch_timeout: kafka.batch_timeout,
-            idle_timeout: kafka.idle_timeout,
             stop_when_idle: kafka.stop_when_idle,
             stop_at_end: kafka.stop_at_end,
             end_offsets: HashMap::new(),
             assignment: shared,
-            partitions: BTreeMap::new(),
             lags: Arc::clone(&lags),
         };
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -206,13 +218,19 @@ impl KafkaSource {
         let reader = std::thread::Builder::new()
             .name(format!("kafka-{}", config.name))
             .spawn(move || {
-                reader.run(sender, &commit_requests, &reader_ended);
+                reader.run(&mut sender, &commit_requests, &reader_ended);
             })
             .map_err(|e| StreamSqlError::io("cannot start the Kafka thread", e))?;
         Ok(Self {
             channels: Some(Channels { batches, commits }),
             reader: Some(reader),
             ended,
+            clocks: PartitionClocks {
+                partitions: BTreeMap::new(),
+                idle_timeout: kafka.idle_timeout,
+                last_progress: i64::MIN,
+                schema,
+            },
             lag: KafkaLag {
                 topic: kafka.topic.clone(),
                 offsets: lags,
@@ -227,8 +245,16 @@ impl KafkaSource {
     /// The next micro-batch; `None` once `stop_at_end` or `stop_when_idle`
     /// ended the input. A reader thread that died fails the run.
     pub async fn next_batch(&mut self) -> Option<Result<SourceBatch>> {
-        if let Some(batch) = self.channels.as_mut()?.batches.recv().await {
-            return Some(batch);
+        let channels = self.channels.as_mut()?;
+        while let Some(decoded) = channels.batches.recv().await {
+            match decoded.and_then(|d| self.clocks.sequence(d)) {
+                Ok(Some(batch)) => return Some(Ok(batch)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if let Err(e) = channels.batches.join().await {
+            return Some(Err(e));
         }
         if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
@@ -395,20 +421,18 @@ struct PartitionClock {
 
 struct Reader {
     consumer: BaseConsumer<GroupContext>,
-    decoder: Decoder,
+    decoder: Arc<Decoder>,
     topic: String,
     /// `kafka:<topic>/<partition>` per partition, for dead-letter positions.
     origins: HashMap<i32, Arc<str>>,
     batch_rows: usize,
     batch_timeout: Duration,
-    idle_timeout: Duration,
     stop_when_idle: Option<Duration>,
     stop_at_end: bool,
     /// Per partition, its (first, end) offsets when first seen assigned
     /// (`stop_at_end`).
     end_offsets: HashMap<i32, (i64, i64)>,
     assignment: Arc<Mutex<Assignment>>,
-    partitions: BTreeMap<i32, PartitionClock>,
     lags: Arc<Mutex<LagOffsets>>,
 }
 
@@ -426,15 +450,15 @@ impl Reader {
     /// offsets of the last checkpoints until the pipeline lets go.
     fn run(
         mut self,
-        sender: mpsc::Sender<Result<SourceBatch>>,
+        sender: &mut PoolInput<Result<PolledBatch>>,
         commit_requests: &std::sync::mpsc::Receiver<BTreeMap<i32, i64>>,
         ended: &std::sync::atomic::AtomicBool,
     ) {
-        if let Err(e) = self.consume(&sender, commit_requests) {
-            let _ = sender.blocking_send(Err(e));
+        if let Err(e) = self.consume(sender, commit_requests) {
+            sender.send(Err(e));
         }
         ended.store(true, std::sync::atomic::Ordering::SeqCst);
-        drop(sender);
+        sender.close();
         for offsets in commit_requests {
             self.commit(&offsets, CommitMode::Sync);
         }
@@ -442,14 +466,13 @@ impl Reader {
 
     fn consume(
         &mut self,
-        sender: &mpsc::Sender<Result<SourceBatch>>,
+        sender: &mut PoolInput<Result<PolledBatch>>,
         commit_requests: &std::sync::mpsc::Receiver<BTreeMap<i32, i64>>,
     ) -> Result<()> {
         // The idle clock of `stop_when_idle` runs from the last message or
         // the last change of assignment, whichever is later.
         let mut last_message = Instant::now();
         let mut last_assigned = BTreeSet::new();
-        let mut last_progress = i64::MIN;
         let mut last_lags = Instant::now();
         loop {
             while let Ok(offsets) = commit_requests.try_recv() {
@@ -472,14 +495,11 @@ impl Reader {
                 tracing::info!("kafka: {} idle, stopping", self.topic);
                 return Ok(());
             }
-            let batch = self.decode(buffers)?;
-            // Send when there are rows, or when the watermark may move
-            // (a partition went idle).
-            if count > 0 || batch.event_time_progress > last_progress {
-                last_progress = last_progress.max(batch.event_time_progress);
-                if sender.blocking_send(Ok(batch)).is_err() {
-                    return Ok(());
-                }
+            // An empty poll goes on too: a partition may have gone idle,
+            // which moves the watermark (see [`PartitionClocks::sequence`]).
+            let polled = self.polled(buffers, count, now);
+            if !sender.send(Ok(polled)) {
+                return Ok(());
             }
             if self.stop_at_end && self.at_end()? {
                 tracing::info!("kafka: {} read to its end, stopping", self.topic);
@@ -625,35 +645,118 @@ impl Reader {
         }
     }
 
-    /// Decodes each partition's records, tracks per-partition event time,
-    /// and joins them into one batch.
-    fn decode(&mut self, buffers: BTreeMap<i32, PartitionBuffer>) -> Result<SourceBatch> {
-        let now = Instant::now();
-        let (positions, assigned) = {
-            let assignment = self.lock();
-            (assignment.positions.clone(), assignment.partitions.clone())
-        };
-        let position = SourcePosition::Kafka {
-            topic: self.topic.clone(),
-            offsets: positions,
-        };
+    /// The batch just polled, with where the source stands after it.
+    fn polled(
+        &self,
+        buffers: BTreeMap<i32, PartitionBuffer>,
+        count: usize,
+        polled_at: Instant,
+    ) -> PolledBatch {
+        let assignment = self.lock();
+        PolledBatch {
+            buffers,
+            count,
+            position: SourcePosition::Kafka {
+                topic: self.topic.clone(),
+                offsets: assignment.positions.clone(),
+            },
+            assigned: assignment.partitions.clone(),
+            polled_at,
+        }
+    }
+
+    fn commit(&self, offsets: &BTreeMap<i32, i64>, mode: CommitMode) {
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            if list
+                .add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&list, mode) {
+            tracing::warn!("kafka: committing offsets to the group failed: {e}");
+        }
+    }
+}
+
+/// A batch as polled, before decoding: each partition's records.
+struct PolledBatch {
+    buffers: BTreeMap<i32, PartitionBuffer>,
+    /// How many messages it holds.
+    count: usize,
+    position: SourcePosition,
+    /// The partitions assigned when it was polled.
+    assigned: BTreeSet<i32>,
+    polled_at: Instant,
+}
+
+impl PolledBatch {
+    fn decode(self, decoder: &Decoder) -> Result<DecodedBatch> {
+        let mut parts = Vec::new();
+        for (partition, buffer) in self.buffers {
+            let mut batch =
+                decoder.decode(&buffer.bytes, &buffer.records, self.position.clone())?;
+            batch.dead_letters.extend(buffer.too_long);
+            parts.push((partition, batch));
+        }
+        Ok(DecodedBatch {
+            parts,
+            count: self.count,
+            position: self.position,
+            assigned: self.assigned,
+            polled_at: self.polled_at,
+        })
+    }
+}
+
+/// A polled batch decoded, partition by partition.
+struct DecodedBatch {
+    parts: Vec<(i32, SourceBatch)>,
+    count: usize,
+    position: SourcePosition,
+    assigned: BTreeSet<i32>,
+    polled_at: Instant,
+}
+
+/// Per partition, how far its event time has come and when it last spoke:
+/// kept where the decoded batches arrive in poll order, so the watermark
+/// is the one a single thread would compute.
+struct PartitionClocks {
+    partitions: BTreeMap<i32, PartitionClock>,
+    idle_timeout: Duration,
+    /// The event-time progress of the last batch handed on.
+    last_progress: i64,
+    schema: SchemaRef,
+}
+
+impl PartitionClocks {
+    /// Tracks per-partition event time over a decoded batch and joins its
+    /// partitions' rows into one batch. `None` when it brings neither rows
+    /// nor progress (an empty poll while no partition went idle).
+    fn sequence(&mut self, decoded: DecodedBatch) -> Result<Option<SourceBatch>> {
+        let DecodedBatch {
+            parts: decoded_parts,
+            count,
+            position,
+            assigned,
+            polled_at: now,
+        } = decoded;
         // Partitions that delivered, and newly assigned ones, are active now.
-        for partition in buffers.keys().chain(&assigned) {
+        let delivered: BTreeSet<i32> = decoded_parts.iter().map(|(p, _)| *p).collect();
+        for partition in delivered.iter().chain(&assigned) {
             let clock = self.partitions.entry(*partition).or_insert(PartitionClock {
                 max_event_time: None,
                 last_message: now,
             });
-            if buffers.contains_key(partition) {
+            if delivered.contains(partition) {
                 clock.last_message = now;
             }
         }
         let mut parts = Vec::new();
         let mut row_progress = Vec::new();
-        for (partition, buffer) in buffers {
-            let mut batch =
-                self.decoder
-                    .decode(&buffer.bytes, &buffer.records, position.clone())?;
-            batch.dead_letters.extend(buffer.too_long);
+        for (partition, mut batch) in decoded_parts {
             // Within this partition's rows the other partitions stand still.
             let others = self.event_time_progress_without(&assigned, partition, now);
             let clock = self
@@ -677,9 +780,14 @@ impl Reader {
             parts.push(batch);
         }
         let progress = self.event_time_progress_without(&assigned, -1, now);
+        // Handed on when there are rows, or when the watermark may move.
+        if count == 0 && progress <= self.last_progress {
+            return Ok(None);
+        }
+        self.last_progress = self.last_progress.max(progress);
         let rows: Vec<&RecordBatch> = parts.iter().map(|p| &p.rows).collect();
-        Ok(SourceBatch {
-            rows: concat_batches(self.decoder.schema(), rows)?,
+        Ok(Some(SourceBatch {
+            rows: concat_batches(&self.schema, rows)?,
             event_time: parts
                 .iter()
                 .flat_map(|p| p.event_time.iter().copied())
@@ -692,7 +800,7 @@ impl Reader {
             lines: parts.iter().map(|p| p.lines).sum(),
             position,
             event_time_progress: progress,
-        })
+        }))
     }
 
     /// The minimum event time over the assigned partitions that are active
@@ -720,20 +828,5 @@ impl Reader {
             .map(|p| self.partitions[p].max_event_time.unwrap_or(i64::MIN))
             .min()
             .unwrap_or(i64::MAX)
-    }
-
-    fn commit(&self, offsets: &BTreeMap<i32, i64>, mode: CommitMode) {
-        let mut list = TopicPartitionList::new();
-        for (partition, offset) in offsets {
-            if list
-                .add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
-                .is_err()
-            {
-                return;
-            }
-        }
-        if let Err(e) = self.consumer.commit(&list, mode) {
-            tracing::warn!("kafka: committing offsets to the group failed: {e}");
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! The embedded default source: replays the lines of local files (plain or
-//! gzip) as micro-batches, decoding on a thread of its own so reading and
-//! decoding overlap with the query work.
+//! gzip) as micro-batches. One thread reads and cuts the lines into batches,
+//! several decode them ([`super::ordered`]), so reading, decoding and the
+//! query work overlap.
 
 mod config;
 
@@ -10,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
-use tokio::sync::mpsc;
 
 pub use config::ReplayConfig;
 pub(crate) use config::default_batch_rows;
 
 use super::decode::KEPT_OF_TOO_LONG;
+use super::ordered::{PoolInput, PoolOutput, ordered_pool};
 use super::{
     Decoder, MAX_BATCH_BYTES, RawRecord, SourceBatch, SourceConfig, SourcePosition, wrong_position,
 };
@@ -23,7 +24,7 @@ use crate::error::{Diagnostic, Result, StreamSqlError};
 use crate::sink::DeadLetter;
 
 pub struct FileReplay {
-    batches: mpsc::Receiver<Result<SourceBatch>>,
+    batches: PoolOutput<Result<SourceBatch>>,
     /// The reading thread, joined at the end of its batches: a thread that
     /// died (a panic) fails the run instead of looking like the end of input.
     reader: Option<std::thread::JoinHandle<()>>,
@@ -61,13 +62,15 @@ impl FileReplay {
         Ok(files)
     }
 
-    /// Starts replaying after `resume` (from the first line when `None`);
-    /// batches arrive through [`FileReplay::next_batch`].
+    /// Starts replaying after `resume` (from the first line when `None`),
+    /// decoding on `decode_threads` threads; batches arrive through
+    /// [`FileReplay::next_batch`].
     pub fn start(
         config: &SourceConfig,
         replay: &ReplayConfig,
         base_dir: &Path,
         resume: Option<&SourcePosition>,
+        decode_threads: usize,
     ) -> Result<Self> {
         let files = Self::files(config, replay, base_dir)?
             .into_iter()
@@ -81,18 +84,22 @@ impl FileReplay {
             Some(other) => return Err(wrong_position(&config.name, other)),
             None => None,
         };
-        let decoder = Decoder::new(config)?;
+        let decoder = Arc::new(Decoder::new(config)?);
         let replay = Replay {
-            decoder,
+            decoder: Arc::clone(&decoder),
             batch_rows: replay.batch_rows,
             header: config.csv.header,
         };
-        let (sender, batches) = mpsc::channel(4);
+        let (mut sender, batches) = ordered_pool(
+            &config.name,
+            decode_threads,
+            Arc::new(move |raw: Result<RawBatch>| raw?.decode(&decoder)),
+        )?;
         let reader = std::thread::Builder::new()
             .name(format!("replay-{}", config.name))
             .spawn(move || {
-                if let Err(e) = replay.run(files, resume, &sender) {
-                    let _ = sender.blocking_send(Err(e));
+                if let Err(e) = replay.run(files, resume, &mut sender) {
+                    sender.send(Err(e));
                 }
             })
             .map_err(|e| StreamSqlError::io("cannot start the replay thread", e))?;
@@ -108,6 +115,9 @@ impl FileReplay {
             return Some(batch);
         }
         let reader = self.reader.take()?;
+        if let Err(e) = self.batches.join().await {
+            return Some(Err(e));
+        }
         let joined = tokio::task::spawn_blocking(move || reader.join()).await;
         match joined {
             Ok(Ok(())) => None,
@@ -141,21 +151,38 @@ pub fn open_file(path: &Path) -> Result<Box<dyn Read + Send>> {
 }
 
 struct Replay {
-    decoder: Decoder,
+    decoder: Arc<Decoder>,
     batch_rows: usize,
     header: bool,
 }
 
+/// A micro-batch as read, before decoding: its lines in one buffer, each
+/// ending in `\n`, and the lines too long to keep.
+struct RawBatch {
+    bytes: Vec<u8>,
+    lines: Vec<RawRecord>,
+    too_long: Vec<DeadLetter>,
+    position: SourcePosition,
+}
+
+impl RawBatch {
+    fn decode(self, decoder: &Decoder) -> Result<SourceBatch> {
+        let mut batch = decoder.decode(&self.bytes, &self.lines, self.position)?;
+        batch.dead_letters.extend(self.too_long);
+        Ok(batch)
+    }
+}
+
 impl Replay {
     /// Reads `files` (path, name relative to pipelines.yaml) in order, from
-    /// after `resume` (a file name and the last line read in it), and sends
-    /// a decoded batch every `batch_rows` lines. Batches may span files, so a
+    /// after `resume` (a file name and the last line read in it), and hands
+    /// on a raw batch every `batch_rows` lines. Batches may span files, so a
     /// resumed replay cuts exactly the batches an uninterrupted one would.
     fn run(
         &self,
         files: Vec<(PathBuf, PathBuf)>,
         resume: Option<(PathBuf, u64)>,
-        sender: &mpsc::Sender<Result<SourceBatch>>,
+        sender: &mut PoolInput<Result<RawBatch>>,
     ) -> Result<()> {
         let mut bytes = Vec::new();
         let mut lines: Vec<RawRecord> = Vec::with_capacity(self.batch_rows);
@@ -163,27 +190,29 @@ impl Replay {
         // last line read (kept or not): where a batch leaves the source.
         let mut too_long = Vec::new();
         let mut last: Option<(Arc<str>, u64)> = None;
-        let flush = |bytes: &mut Vec<u8>,
-                     lines: &mut Vec<RawRecord>,
-                     too_long: &mut Vec<DeadLetter>,
-                     last: &Option<(Arc<str>, u64)>|
-         -> Result<bool> {
+        let batch_rows = self.batch_rows;
+        let mut flush = |bytes: &mut Vec<u8>,
+                         lines: &mut Vec<RawRecord>,
+                         too_long: &mut Vec<DeadLetter>,
+                         last: &Option<(Arc<str>, u64)>|
+         -> bool {
             let Some((file, line)) = last else {
-                return Ok(true);
+                return true;
             };
             if lines.is_empty() && too_long.is_empty() {
-                return Ok(true);
+                return true;
             }
-            let position = SourcePosition::Replay {
-                file: file.to_string(),
-                line: *line,
+            let raw = RawBatch {
+                bytes: std::mem::replace(bytes, Vec::with_capacity(bytes.len())),
+                lines: std::mem::replace(lines, Vec::with_capacity(batch_rows)),
+                too_long: std::mem::take(too_long),
+                position: SourcePosition::Replay {
+                    file: file.to_string(),
+                    line: *line,
+                },
             };
-            let mut batch = self.decoder.decode(bytes, lines, position)?;
-            batch.dead_letters.append(too_long);
-            bytes.clear();
-            lines.clear();
-            // A closed receiver means the pipeline stopped: stop reading.
-            Ok(sender.blocking_send(Ok(batch)).is_ok())
+            // A closed pool means the pipeline stopped: stop reading.
+            sender.send(Ok(raw))
         };
         let limit = self.decoder.max_record_bytes();
         for (path, name) in files {
@@ -230,12 +259,12 @@ impl Replay {
                 }
                 let full = lines.len() + too_long.len() >= self.batch_rows
                     || bytes.len() >= MAX_BATCH_BYTES;
-                if full && !flush(&mut bytes, &mut lines, &mut too_long, &last)? {
+                if full && !flush(&mut bytes, &mut lines, &mut too_long, &last) {
                     return Ok(());
                 }
             }
         }
-        flush(&mut bytes, &mut lines, &mut too_long, &last)?;
+        flush(&mut bytes, &mut lines, &mut too_long, &last);
         Ok(())
     }
 }
