@@ -22,7 +22,7 @@ pub async fn execute(args: Args, config: &Path) -> Result<()> {
     };
     let mut problems = Vec::new();
     for name in &names {
-        match plan_pipeline(&loaded, name).await {
+        match plan_pipeline(&loaded, name, 1).await {
             Ok(plan) => println!("pipeline {name}: ok ({} queries)", plan.queries.len()),
             Err(StreamSqlError::Invalid(d)) => problems.extend(d.0),
             Err(e) => return Err(e),

@@ -15,7 +15,7 @@ pub struct Args {
 pub async fn execute(args: Args, config: &Path) -> Result<()> {
     let loaded = config::load(config)?;
     let queries = &loaded.pipeline(&args.pipeline)?.queries;
-    let plan = plan_pipeline(&loaded, &args.pipeline).await?;
+    let plan = plan_pipeline(&loaded, &args.pipeline, 1).await?;
     for (planned, query) in plan.queries.iter().zip(queries) {
         println!("{}", planned.describe());
         let sinks: Vec<String> = query

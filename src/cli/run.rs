@@ -27,8 +27,9 @@ pub struct Args {
     /// (e.g. 127.0.0.1:9464; port 0 picks a free one).
     #[arg(long, value_name = "ADDRESS")]
     metrics_address: Option<std::net::SocketAddr>,
-    /// Threads per source for decoding (overrides `parallelism` in
-    /// pipelines.yaml); results do not depend on it.
+    /// Workers per query and decoding threads per source (overrides
+    /// `parallelism` in pipelines.yaml); results do not depend on it, and a
+    /// checkpoint restores at any parallelism.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::state::KEY_GROUPS)))]
     parallelism: Option<u16>,
 }

@@ -23,8 +23,8 @@
 //! queries, sinks are Parquet in a temporary folder, and it starts from
 //! scratch. `expect` lists the columns to compare, then the rows in any order
 //! (compared sorted); `expect TABLE ordered` compares them in the order they
-//! were written (with `--batch-rows`, which changes the micro-batches, as
-//! a set). `--update` rewrites the rows with what the run produced.
+//! were written (with `--batch-rows`, which changes the micro-batches, or
+//! `--parallelism` above 1, as a set). `--update` rewrites the rows with what the run produced.
 //!
 //! Diagnostics are golden too: `query NAME` followed by SQL lines replaces
 //! (or adds) that query of the pipeline, and `expect error` followed by lines
@@ -69,6 +69,27 @@ pub struct Args {
     /// rows however its input is cut.
     #[arg(long, value_name = "N")]
     batch_rows: Option<usize>,
+    /// Run each pipeline on N workers instead of one: every accepted query
+    /// must give the same rows at any parallelism (`ordered` expectations
+    /// are then compared as sets, as with `--batch-rows`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::state::KEY_GROUPS)))]
+    parallelism: Option<u16>,
+}
+
+/// How a golden test's pipeline runs besides its test file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Variation {
+    /// Lines per micro-batch instead of the file's `batch` lines.
+    pub batch_rows: Option<usize>,
+    /// Workers instead of one.
+    pub parallelism: Option<usize>,
+}
+
+impl Variation {
+    /// Whether the run may write rows in another order than the file's.
+    fn reorders(&self) -> bool {
+        self.batch_rows.is_some() || self.parallelism.is_some_and(|n| n > 1)
+    }
 }
 
 pub async fn execute(args: Args, config: &Path) -> Result<()> {
@@ -88,7 +109,11 @@ pub async fn execute(args: Args, config: &Path) -> Result<()> {
     }
     let mut failed = 0;
     for file in &files {
-        let outcome = run_file(config, file, args.update, args.batch_rows).await?;
+        let variation = Variation {
+            batch_rows: args.batch_rows,
+            parallelism: args.parallelism.map(usize::from),
+        };
+        let outcome = run_file(config, file, args.update, variation).await?;
         if outcome.failures.is_empty() {
             println!(
                 "ok    {}{}",
@@ -330,12 +355,12 @@ pub async fn run_file(
     config_path: &Path,
     file: &Path,
     update: bool,
-    batch_rows: Option<usize>,
+    variation: Variation,
 ) -> Result<Outcome> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| StreamSqlError::io(format!("cannot read {}", file.display()), e))?;
     let mut test = parse(file, &text)?;
-    if let Some(rows) = batch_rows {
+    if let Some(rows) = variation.batch_rows {
         for batches in test.inputs.values_mut() {
             *batches = rebatch(std::mem::take(batches), rows.max(1));
         }
@@ -423,6 +448,9 @@ pub async fn run_file(
         output_dir: Some(output.clone()),
         from_scratch: true,
         inline_sources,
+        // One worker unless asked: `ordered` expectations hold the order
+        // one worker writes.
+        parallelism: Some(variation.parallelism.unwrap_or(1)),
         ..Default::default()
     };
     let result = async {
@@ -445,7 +473,7 @@ pub async fn run_file(
         let mut actual = Vec::new();
         for expectation in &test.expectations {
             let table = expectation.table.as_deref().unwrap_or_default();
-            let ordered = expectation.ordered && batch_rows.is_none();
+            let ordered = expectation.ordered && !variation.reorders();
             let rows = table_rows(&output, table, &expectation.columns, ordered)
                 .await
                 .map_err(|e| {
@@ -469,7 +497,7 @@ pub async fn run_file(
     for (expectation, rows) in test.expectations.iter().zip(&actual) {
         let mut want = expectation.rows.clone();
         let mut got = rows.clone();
-        if expectation.ordered && batch_rows.is_some() {
+        if expectation.ordered && variation.reorders() {
             want.sort();
             got.sort();
         }

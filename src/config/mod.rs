@@ -54,7 +54,8 @@ pub struct PipelineConfig {
     /// and other constants an analyst tunes without editing SQL).
     #[serde(default)]
     pub params: BTreeMap<String, serde_yaml::Value>,
-    /// How many threads decode each source's batches (default: the
+    /// How many workers run each query, each owning a share of its key
+    /// groups, and how many threads decode each source (default: the
     /// machine's cores). Results do not depend on it.
     pub parallelism: Option<usize>,
 }

@@ -42,14 +42,21 @@ impl HistoryOperator {
 
 #[async_trait]
 impl Operator for HistoryOperator {
+    async fn prepare(&mut self, _port: usize, input: &Rows) -> Result<Vec<RecordBatch>> {
+        self.pre.run(vec![input.batch.clone()]).await
+    }
+
+    fn key_groups(&self, prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
+        self.history.key_groups(prepared).map(Some)
+    }
+
     async fn process(
         &mut self,
         _port: usize,
-        input: &Rows,
+        prepared: Vec<RecordBatch>,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
-        let rows = self.pre.run(vec![input.batch.clone()]).await?;
-        let rows = concat_batches(&self.pre.plan.schema(), &rows)?;
+        let rows = concat_batches(&self.pre.plan.schema(), &prepared)?;
         if rows.num_rows() == 0 {
             return Ok(());
         }

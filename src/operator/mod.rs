@@ -7,6 +7,9 @@
 //! and watermarks between them and checkpoints what [`Operator::snapshot`]
 //! returns. The trait follows Arroyo's `ArrowOperator`: process a batch,
 //! advance to a watermark, snapshot and restore, describe for `explain`.
+//! Processing has two stages, so that a query runs on several workers: a
+//! row-local `prepare` on any slice of a batch, then `process` of the rows
+//! whose key groups the worker owns.
 
 pub(crate) mod history;
 pub(crate) mod row_local;
@@ -89,11 +92,23 @@ pub trait Operator: Send {
         None
     }
 
-    /// New rows on input `port` (0; joins have two).
+    /// Stage 1, row-local: what the state takes from `input`, new rows on
+    /// input `port` (0; joins have two). Runs on any worker over any slice of
+    /// a micro-batch (see [`crate::runtime`]'s workers), so it keeps no state.
+    async fn prepare(&mut self, port: usize, input: &Rows) -> Result<Vec<RecordBatch>>;
+
+    /// The key group of each prepared row: the worker owning it takes the
+    /// row. `None`: no keyed state, the row stays where it was prepared.
+    fn key_groups(&self, _prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
+        Ok(None)
+    }
+
+    /// Stage 2: prepared rows of this worker's key groups, in source order,
+    /// into the state; emits what they complete.
     async fn process(
         &mut self,
         port: usize,
-        input: &Rows,
+        prepared: Vec<RecordBatch>,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()>;
 

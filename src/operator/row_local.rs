@@ -21,13 +21,18 @@ impl RowLocal {
 
 #[async_trait]
 impl Operator for RowLocal {
+    async fn prepare(&mut self, _port: usize, input: &Rows) -> Result<Vec<RecordBatch>> {
+        self.plan.run(vec![input.batch.clone()]).await
+    }
+
+    /// Everything was done in `prepare`.
     async fn process(
         &mut self,
         _port: usize,
-        input: &Rows,
+        prepared: Vec<RecordBatch>,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
-        out.extend(self.plan.run(vec![input.batch.clone()]).await?);
+        out.extend(prepared);
         Ok(())
     }
 

@@ -32,8 +32,14 @@ pub struct PipelinePlan {
     pub queries: Vec<QueryPlan>,
 }
 
-/// Plans every query of pipeline `name`, reporting all problems at once.
-pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<PipelinePlan> {
+/// Plans every query of pipeline `name`, reporting all problems at once;
+/// each query's operator `workers` times, once per worker (see
+/// [`crate::runtime`]).
+pub async fn plan_pipeline(
+    loaded: &LoadedConfig,
+    name: &str,
+    workers: usize,
+) -> Result<PipelinePlan> {
     let pipeline = loaded.pipeline(name)?;
     let mut tables = Vec::new();
     for source in &pipeline.sources {
@@ -65,7 +71,20 @@ pub async fn plan_pipeline(loaded: &LoadedConfig, name: &str) -> Result<Pipeline
         )
         .await;
         match plan {
-            Ok(plan) => {
+            Ok(mut plan) => {
+                // Each worker's instance has sub-plans of its own.
+                for _ in 1..workers {
+                    let more = QueryPlan::build(
+                        &query.name,
+                        path,
+                        sql,
+                        query.emit,
+                        &tables,
+                        &pipeline.params,
+                    )
+                    .await?;
+                    plan.operators.extend(more.operators);
+                }
                 problems.extend(crate::sink::check_settings(loaded, name, query, &plan));
                 tables.push(TableDef {
                     name: query.name.clone(),

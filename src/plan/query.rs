@@ -51,7 +51,7 @@ pub enum TableRole {
     Query { windows: bool, updates: bool },
 }
 
-/// One query, planned into its operator.
+/// One query, planned into its operator (one instance per worker).
 pub struct QueryPlan {
     pub name: String,
     pub emit: EmitMode,
@@ -60,7 +60,7 @@ pub struct QueryPlan {
     /// Whether it aggregates windows (its rows are window results).
     pub windowed: bool,
     pub output_schema: SchemaRef,
-    pub operator: Box<dyn Operator>,
+    pub operators: Vec<Box<dyn Operator>>,
 }
 
 /// The columns a windowed query's source gains: each row's pane bounds as
@@ -298,7 +298,7 @@ impl QueryPlan {
                 input,
                 windowed: false,
                 output_schema,
-                operator: Box::new(operator),
+                operators: vec![Box::new(operator)],
             });
         }
         let physical = state.create_physical_plan(&logical).await?;
@@ -340,13 +340,13 @@ impl QueryPlan {
             input,
             windowed: call_windowed,
             output_schema,
-            operator,
+            operators: vec![operator],
         })
     }
 
     /// How the query runs, for `explain`.
     pub fn describe(&self) -> String {
-        let description = self.operator.describe();
+        let description = self.operators[0].describe();
         let mut out = format!("query {} (reads {})\n", self.name, self.input);
         out.push_str(&format!("  {}\n", description.summary));
         match &description.state {

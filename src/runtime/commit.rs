@@ -12,16 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Pipeline, QueryNode, RunOptions, SourceNode, Tables};
+use super::{Pipeline, QueryNode, RunOptions, SourceNode, Tables, Workers};
 use crate::config::{LoadedConfig, PipelineConfig};
 use crate::error::{Diagnostic, Result, StreamSqlError};
 use crate::metrics::{Metrics, Restored, Summary};
-use crate::operator::Operator;
 use crate::plan::plan_pipeline;
 use crate::sink::{self, DeadLetterSink};
 use crate::source::Source;
 use crate::state::{
-    Checkpoint, CheckpointStore, KeyGroups, Manifest, QueryCheckpoint, RunLock, SourceCheckpoint,
+    Checkpoint, CheckpointStore, Manifest, QueryCheckpoint, RunLock, SourceCheckpoint,
 };
 
 const FROM_SCRATCH: &str = "undo the change, or run with --from-scratch to drop the \
@@ -34,7 +33,10 @@ impl Pipeline {
     /// again.
     pub async fn build(loaded: &LoadedConfig, name: &str, options: &RunOptions) -> Result<Self> {
         let config = loaded.pipeline(name)?.clone();
-        let plan = plan_pipeline(loaded, name).await?;
+        let parallelism = options
+            .parallelism
+            .unwrap_or_else(|| config.parallelism_or_cores());
+        let plan = plan_pipeline(loaded, name, parallelism).await?;
         let output_dir = options
             .output_dir
             .clone()
@@ -52,9 +54,6 @@ impl Pipeline {
         if let Some(sequence) = keep_through {
             checkpoints.discard_after(sequence).await?;
         }
-        let parallelism = options
-            .parallelism
-            .unwrap_or_else(|| config.parallelism_or_cores());
         let mut sources = Vec::new();
         for source in &config.sources {
             let saved = source_state(loaded, checkpoint.as_ref(), &source.name)?;
@@ -113,7 +112,7 @@ impl Pipeline {
             let mut node = QueryNode {
                 name: query.name.clone(),
                 input,
-                operator: planned.operator,
+                workers: Workers::new(&query.name, planned.operators),
                 sinks,
                 watermark: i64::MIN,
                 rows_out: 0,
@@ -130,7 +129,7 @@ impl Pipeline {
                     name,
                     checkpoint,
                     &query.name,
-                    &mut *node.operator,
+                    &mut node.workers,
                     watermark,
                 )?;
             }
@@ -205,16 +204,16 @@ impl Pipeline {
         let mut queries = BTreeMap::new();
         let mut states = BTreeMap::new();
         for query in &mut self.queries {
-            let Some(signature) = query.operator.signature() else {
+            let Some(signature) = query.workers.signature()? else {
                 continue;
             };
             let entry = QueryCheckpoint {
-                signature: signature.to_string(),
+                signature,
                 file: None,
                 rows: 0,
                 bytes: 0,
             };
-            states.insert(query.name.clone(), query.operator.snapshot()?);
+            states.insert(query.name.clone(), query.workers.snapshot()?);
             queries.insert(query.name.clone(), entry);
         }
         let manifest = Manifest {
@@ -288,17 +287,18 @@ fn source_state(
         })
 }
 
-/// Loads query `query`'s state into `operator`, refusing state written by a
-/// query whose window, keys, aggregates or history differ.
+/// Loads query `query`'s state into its workers (each the key groups it
+/// owns, whatever the parallelism that wrote it), refusing state written by
+/// a query whose window, keys, aggregates or history differ.
 fn restore_query(
     loaded: &LoadedConfig,
     pipeline: &str,
     checkpoint: &Checkpoint,
     query: &str,
-    operator: &mut dyn Operator,
+    workers: &mut Workers,
     watermark: i64,
 ) -> Result<()> {
-    let Some(signature) = operator.signature() else {
+    let Some(signature) = workers.signature()? else {
         return Ok(());
     };
     let sequence = checkpoint.manifest.sequence;
@@ -321,5 +321,5 @@ fn restore_query(
             saved.signature,
         )));
     }
-    operator.restore(&checkpoint.states[query], &KeyGroups::all(), watermark)
+    workers.restore(&checkpoint.states[query], watermark)
 }

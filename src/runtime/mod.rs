@@ -10,6 +10,7 @@
 //! the queries reading it.
 
 mod commit;
+mod workers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,10 +23,11 @@ use datafusion::arrow::compute::filter_record_batch;
 use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::metrics::{Metrics, Progress, Restored, Snapshot, Summary};
-use crate::operator::{EventTimes, Operator, Rows};
+use crate::operator::{EventTimes, Rows};
 use crate::sink::{DeadLetterSink, Sink};
 use crate::source::{InlineBatch, KafkaLag, Source, SourceBatch, SourcePosition};
 use crate::state::{CheckpointStore, RunLock};
+use workers::Workers;
 
 /// Options of `streamsql run`.
 #[derive(Debug, Clone, Default)]
@@ -78,12 +80,12 @@ impl SourceNode {
     }
 }
 
-/// A query: its operator, the table it reads and where its rows go.
+/// A query: its operator's workers, the table it reads and where its rows go.
 struct QueryNode {
     name: String,
     /// Index of the table it reads (see [`Tables`]).
     input: usize,
-    operator: Box<dyn Operator>,
+    workers: Workers,
     sinks: Vec<Box<dyn Sink>>,
     /// The watermark it has advanced to.
     watermark: i64,
@@ -270,13 +272,13 @@ impl Pipeline {
             let query = &mut self.queries[q];
             let mut out = Vec::new();
             for rows in &brought[query.input] {
-                query.operator.process(0, rows, &mut out).await?;
+                query.workers.process(rows, &mut out).await?;
             }
             if trigger {
-                query.operator.trigger(&mut out).await?;
+                query.workers.trigger(&mut out).await?;
             }
             if watermark > query.watermark {
-                query.operator.advance(watermark, &mut out).await?;
+                query.workers.advance(watermark, &mut out).await?;
                 query.watermark = watermark;
             }
             for batch in &out {
@@ -310,7 +312,7 @@ impl Pipeline {
         let table = self.tables.source(index);
         let mut late = vec![false; rows.batch.num_rows()];
         for query in self.queries.iter().filter(|q| q.input == table) {
-            if let Some(mask) = query.operator.late_rows(&rows) {
+            if let Some(mask) = query.workers.late_rows(&rows)? {
                 for (l, m) in late.iter_mut().zip(mask.values().iter()) {
                     *l |= m;
                 }
@@ -404,7 +406,7 @@ impl Pipeline {
     fn state_size(&self) -> crate::operator::StateSize {
         self.queries
             .iter()
-            .map(|q| q.operator.state_size())
+            .map(|q| q.workers.state_size())
             .fold(Default::default(), |a, b| a + b)
     }
 }

@@ -34,9 +34,17 @@ pub fn key_group(key: &[u8]) -> u16 {
 pub struct KeyGroups(Range<u16>);
 
 impl KeyGroups {
-    /// Every key group (a single worker).
-    pub fn all() -> Self {
-        Self(0..KEY_GROUPS)
+    /// The groups worker `i` of `n` owns: contiguous ranges of about equal
+    /// size, as Flink assigns them.
+    pub fn of_worker(i: usize, n: usize) -> Self {
+        let start = |i: usize| (i * usize::from(KEY_GROUPS)).div_ceil(n) as u16;
+        Self(start(i)..start(i + 1))
+    }
+
+    /// The worker of `n` that owns `group` (the `i` whose
+    /// [`Self::of_worker`] contains it).
+    pub fn owner(group: u16, n: usize) -> usize {
+        usize::from(group) * n / usize::from(KEY_GROUPS)
     }
 
     pub fn contains(&self, group: u16) -> bool {
@@ -87,6 +95,22 @@ mod tests {
             KEY_GROUPS as usize,
             "keys spread over every group"
         );
-        assert!(KeyGroups::all().contains(KEY_GROUPS - 1));
+        assert!(KeyGroups::of_worker(0, 1).contains(KEY_GROUPS - 1));
+    }
+
+    #[test]
+    fn workers_own_every_group_exactly_once() {
+        for n in 1..=usize::from(KEY_GROUPS) {
+            for group in 0..KEY_GROUPS {
+                let owners: Vec<usize> = (0..n)
+                    .filter(|i| KeyGroups::of_worker(*i, n).contains(group))
+                    .collect();
+                assert_eq!(
+                    owners,
+                    vec![KeyGroups::owner(group, n)],
+                    "n={n} group={group}"
+                );
+            }
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Batch-invariance, the engine's first rule: every pipeline of
 //! pipelines.yaml and every golden test gives the same answer whatever the
-//! micro-batch size. Final outputs, the last version of each key of `update`
-//! outputs, late tables and dead letters must be identical for batches of 1,
-//! 7 and 8192 lines. (Columns holding processing time, the wall clock when a
+//! micro-batch size and the number of workers. Final outputs, the last
+//! version of each key of `update` outputs, late tables and dead letters must
+//! be identical for batches of 1, 7 and 8192 lines and 1, 2, 4 and 8 workers. (Columns holding processing time, the wall clock when a
 //! row was read, differ in every run and are left out.)
 
 use crate::common;
@@ -17,7 +17,9 @@ use streamsql::config::{EmitMode, LoadedConfig, SinkConfig, SourceInput};
 use streamsql::runtime::RunOptions;
 use streamsql::source::InlineBatch;
 
-const SIZES: [usize; 3] = [1, 7, 8192];
+/// (lines per batch, workers): every size at one worker and at several,
+/// every worker count at the largest size.
+const CASES: [(usize, usize); 6] = [(1, 1), (7, 3), (8192, 1), (8192, 2), (8192, 4), (8192, 8)];
 
 /// Lines read per source: enough for every query to open and close many
 /// windows, few enough that batches of one line stay quick.
@@ -159,7 +161,7 @@ async fn run_at(
     loaded: &LoadedConfig,
     pipeline: &str,
     inputs: &HashMap<String, Vec<Line>>,
-    size: usize,
+    (size, parallelism): (usize, usize),
     out: &Path,
 ) {
     let mut loaded = loaded.clone();
@@ -190,22 +192,23 @@ async fn run_at(
         output_dir: Some(out.to_path_buf()),
         from_scratch: true,
         inline_sources,
+        parallelism: Some(parallelism),
         ..Default::default()
     };
     common::run_with(&loaded, pipeline, &options).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_pipeline_gives_the_same_answer_for_any_batch_size() {
+async fn every_pipeline_gives_the_same_answer_for_any_batch_size_and_parallelism() {
     let loaded = streamsql::config::load(&repo().join("pipelines.yaml")).unwrap();
     for pipeline in loaded.file.pipelines.keys() {
         let inputs = inputs(&loaded, pipeline);
         let lines: usize = inputs.values().map(Vec::len).sum();
         let mut answers = Vec::new();
-        for size in SIZES {
-            let out = common::scratch_dir(&format!("invariance-{pipeline}-{size}"));
-            run_at(&loaded, pipeline, &inputs, size, &out).await;
-            answers.push((size, answer(&out, &loaded, pipeline)));
+        for case in CASES {
+            let out = common::scratch_dir(&format!("invariance-{pipeline}-{}-{}", case.0, case.1));
+            run_at(&loaded, pipeline, &inputs, case, &out).await;
+            answers.push((case, answer(&out, &loaded, pipeline)));
             let _ = std::fs::remove_dir_all(&out);
         }
         let (_, first) = &answers[0];
@@ -214,24 +217,35 @@ async fn every_pipeline_gives_the_same_answer_for_any_batch_size() {
             lines == 0 || rows > 0,
             "{pipeline}: {lines} lines gave no output"
         );
-        for (size, other) in &answers[1..] {
+        for ((size, workers), other) in &answers[1..] {
             for (table, want) in first {
                 common::assert_same_rows(
-                    &format!("{pipeline}.{table}: batches of {} vs {size}", SIZES[0]),
+                    &format!(
+                        "{pipeline}.{table}: batches of {} on {} workers vs {size} on {workers}",
+                        CASES[0].0, CASES[0].1
+                    ),
                     want,
                     &other[table],
                 );
             }
         }
-        println!("{pipeline}: {lines} lines, {rows} output rows, same for batches of {SIZES:?}");
+        println!(
+            "{pipeline}: {lines} lines, {rows} output rows, the same for (batch lines, workers) {CASES:?}"
+        );
     }
 }
 
 #[test]
-fn every_golden_test_passes_for_any_batch_size() {
-    for size in SIZES {
+fn every_golden_test_passes_for_any_batch_size_and_parallelism() {
+    for (size, workers) in CASES {
         let output = common::output_within(
-            common::streamsql(&["test", "--batch-rows", &size.to_string()]),
+            common::streamsql(&[
+                "test",
+                "--batch-rows",
+                &size.to_string(),
+                "--parallelism",
+                &workers.to_string(),
+            ]),
             Duration::from_secs(300),
         );
         let stdout = common::assert_ok(&output);

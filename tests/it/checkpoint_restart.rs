@@ -1,6 +1,7 @@
 //! Checkpoints under fire. A pipeline killed with SIGKILL at random points
-//! and restarted each time must end with exactly the output of a run that
-//! was never interrupted: no row lost, none written twice. A corrupt or
+//! and restarted each time, on another number of workers each time, must end
+//! with exactly the output of a run on one worker that was never
+//! interrupted: no row lost, none written twice. A corrupt or
 //! half-written newest checkpoint is skipped for the one before it, a
 //! checkpoint of a query that has changed since is refused, and checkpoints
 //! in an S3 bucket (moto's S3 server on loopback) work like local ones.
@@ -139,7 +140,7 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
 
     let reference = dir.join("reference");
     let started = Instant::now();
-    let stdout = common::assert_ok(&run(&config, &reference, &[]));
+    let stdout = common::assert_ok(&run(&config, &reference, &["--parallelism", "1"]));
     let full = started.elapsed();
     eprintln!("uninterrupted run: {full:?}\n{stdout}");
     let expected = outputs(&reference);
@@ -149,8 +150,14 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
     }
 
     let out = dir.join("killed");
+    // Each restart restores the state written by another number of workers.
+    let restarts = std::cell::Cell::new(0usize);
     let kills = common::kill_at_random_points(
-        || common::run_p(&config, &out, &[]),
+        || {
+            let workers = [2, 4, 8, 3][restarts.get() % 4].to_string();
+            restarts.set(restarts.get() + 1);
+            common::run_p(&config, &out, &["--parallelism", &workers])
+        },
         &out,
         full,
         12,
@@ -168,13 +175,38 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
         kills.checkpoints
     );
     let resumable = common::newest_checkpoint(&out).is_some();
-    let stdout = common::assert_ok(&run(&config, &out, &[]));
+    let stdout = common::assert_ok(&run(&config, &out, &["--parallelism", "2"]));
     assert_eq!(
         stdout.contains("resumed from checkpoint"),
         resumable,
         "{stdout}"
     );
     assert_same_outputs(&expected, &outputs(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_checkpoint_written_by_four_workers_restores_on_two() {
+    let dir = common::scratch_dir("rescale");
+    let config = write_pipeline(&dir, &sample_glob(), 500);
+    let reference = dir.join("reference");
+    common::assert_ok(&run(&config, &reference, &["--parallelism", "1"]));
+
+    // Stopped half-way on four workers, windows and sessions open...
+    let out = dir.join("rescaled");
+    let stdout = common::assert_ok(&run(
+        &config,
+        &out,
+        &["--parallelism", "4", "--stop-after-batches", "100"],
+    ));
+    assert!(
+        stdout.contains("stopped early with a checkpoint"),
+        "{stdout}"
+    );
+    // ... and finished on two, each loading the key groups it owns.
+    let stdout = common::assert_ok(&run(&config, &out, &["--parallelism", "2"]));
+    assert!(stdout.contains("resumed from checkpoint"), "{stdout}");
+    assert_same_outputs(&outputs(&reference), &outputs(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

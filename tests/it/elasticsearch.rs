@@ -416,7 +416,7 @@ fn repo_file(name: &str) -> PathBuf {
 #[tokio::test]
 async fn kibana_saved_objects_resolve_and_use_w1_columns() {
     let loaded = streamsql::config::load(&repo_file("pipelines.yaml")).unwrap();
-    let plans = streamsql::plan::plan_pipeline(&loaded, "task_failures_live")
+    let plans = streamsql::plan::plan_pipeline(&loaded, "task_failures_live", 1)
         .await
         .unwrap();
     let schema = &plans.queries[0].output_schema;

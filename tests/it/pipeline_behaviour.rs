@@ -259,7 +259,7 @@ pub(crate) async fn check_error(dir: &Path) -> String {
         Ok(loaded) => loaded,
         Err(e) => return e.to_string(),
     };
-    match streamsql::plan::plan_pipeline(&loaded, "p").await {
+    match streamsql::plan::plan_pipeline(&loaded, "p", 1).await {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.to_string(),
     }

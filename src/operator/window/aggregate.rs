@@ -117,6 +117,25 @@ impl WindowedAggregate {
         Ok(RowConverter::new(fields)?)
     }
 
+    /// The key group of each row of `batch` (a `pre` output), as
+    /// [`Self::state_batch`] computes it for the state.
+    pub fn key_groups(&self, converter: &RowConverter, batch: &RecordBatch) -> Result<Vec<u16>> {
+        let keys = converter.convert_columns(&self.key_columns(batch)?)?;
+        Ok(keys.iter().map(|k| key_group(k.as_ref())).collect())
+    }
+
+    /// The key columns of `batch`; a constant without keys.
+    fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let mut keys = Vec::with_capacity(self.keys.len().max(1));
+        for (expr, _) in &self.keys {
+            keys.push(expr.evaluate(batch)?.into_array(batch.num_rows())?);
+        }
+        if keys.is_empty() {
+            keys.push(Arc::new(Int8Array::from(vec![0i8; batch.num_rows()])) as ArrayRef);
+        }
+        Ok(keys)
+    }
+
     pub fn evaluate_input(
         &self,
         converter: &RowConverter,
@@ -133,14 +152,7 @@ impl WindowedAggregate {
         };
         let times = millis(&self.pane_start)?;
         let watermarks = millis(&self.watermark)?;
-        let mut keys = Vec::with_capacity(self.keys.len().max(1));
-        for (expr, _) in &self.keys {
-            keys.push(expr.evaluate(batch)?.into_array(batch.num_rows())?);
-        }
-        if keys.is_empty() {
-            keys.push(Arc::new(Int8Array::from(vec![0i8; batch.num_rows()])) as ArrayRef);
-        }
-        let key_rows = converter.convert_columns(&keys)?;
+        let key_rows = converter.convert_columns(&self.key_columns(batch)?)?;
         let mut arguments = Vec::with_capacity(self.arguments.len());
         for exprs in &self.arguments {
             let mut args = Vec::with_capacity(exprs.len());

@@ -175,12 +175,7 @@ impl Operator for WindowOperator {
         )
     }
 
-    async fn process(
-        &mut self,
-        _port: usize,
-        input: &Rows,
-        out: &mut Vec<RecordBatch>,
-    ) -> Result<()> {
+    async fn prepare(&mut self, _port: usize, input: &Rows) -> Result<Vec<RecordBatch>> {
         let Some(times) = input.times.as_deref() else {
             return crate::internal_err!("a windowed query got rows without event times");
         };
@@ -190,8 +185,23 @@ impl Operator for WindowOperator {
         {
             rows = filter_record_batch(&rows, &datafusion::arrow::compute::not(&late)?)?;
         }
+        self.pre.run(vec![rows]).await
+    }
+
+    fn key_groups(&self, prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
+        self.aggregate
+            .key_groups(&self.converter, prepared)
+            .map(Some)
+    }
+
+    async fn process(
+        &mut self,
+        _port: usize,
+        prepared: Vec<RecordBatch>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let mut emitted = Vec::new();
-        for batch in self.pre.run(vec![rows]).await? {
+        for batch in prepared {
             let input = self.aggregate.evaluate_input(&self.converter, &batch)?;
             let mut start = 0;
             while start < input.watermarks.len() {

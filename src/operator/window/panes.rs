@@ -308,31 +308,25 @@ impl PaneWindows {
 
     /// Adds the panes of a checkpoint: `rows` in pane order, each pane's
     /// groups contiguous.
+    /// Loads checkpointed rows. A pane's rows need not be adjacent: state
+    /// written by several workers holds each pane once per worker.
     pub fn restore(&mut self, converter: &RowConverter, rows: StateRows) -> Result<()> {
-        let mut first = 0;
-        while first < rows.starts.len() {
-            let start = rows.starts[first];
-            let count = rows.starts[first..]
-                .iter()
-                .take_while(|s| **s == start)
-                .count();
+        let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for (r, start) in rows.starts.iter().enumerate() {
+            by_pane.entry(*start).or_default().push(r as u32);
+        }
+        for (start, indices) in by_pane {
             let mut pane = Pane::new(&self.aggregate, converter)?;
-            for r in first..first + count {
-                pane.keys.intern(rows.keys.row(r));
+            for r in &indices {
+                pane.keys.intern(rows.keys.row(*r as usize));
             }
-            if pane.keys.len() != count {
+            if pane.keys.len() != indices.len() {
                 return crate::internal_err!("checkpointed pane {start} repeats a key");
             }
-            pane.changed = rows.changed[first..first + count].to_vec();
+            pane.changed = indices.iter().map(|r| rows.changed[*r as usize]).collect();
             pane.any_changed = pane.changed.iter().any(|c| *c);
-            pane.snapshot = Some(
-                rows.states
-                    .iter()
-                    .map(|s| s.iter().map(|a| a.slice(first, count)).collect())
-                    .collect(),
-            );
+            pane.snapshot = Some(take_states(&rows.states, &UInt32Array::from(indices))?);
             self.panes.insert(start, pane);
-            first += count;
         }
         Ok(())
     }

@@ -53,24 +53,25 @@ impl SessionWindows {
     /// of its key it overlaps that are still open at the watermark it met: a
     /// session the watermark has passed is complete, even before `close`
     /// frees it at the end of the batch.
+    ///
+    /// A bridging row first merges the sessions it bridges, after the rows
+    /// before it went into the sessions they joined: the partial states are
+    /// combined in the same order however the input was cut into batches or
+    /// spread over workers, so even floating-point sums come out the same.
     pub fn update(&mut self, input: &EvaluatedInput, rows: Range<usize>) -> Result<()> {
-        // `merged_into[g]`: the session that absorbed `g` during this batch.
-        let mut merged_into: HashMap<usize, usize> = HashMap::new();
-        let mut groups = Vec::with_capacity(rows.len());
-        for row in rows.clone() {
+        // The rows taken since the last merge, with their sessions.
+        let mut pending: Vec<(u32, usize)> = Vec::with_capacity(rows.len());
+        for row in rows {
             let (t, watermark) = (input.times[row], input.watermarks[row]);
             let key = self.keys.intern(input.key_rows.row(row));
             let (start, end) = (t, t.saturating_add(self.gap));
-            let open = self.by_key.entry(key).or_default();
-            let overlapping: Vec<usize> = open
-                .iter()
-                .copied()
-                .filter(|&g| {
-                    let s = &self.sessions[g];
-                    s.end > watermark && s.start < end && start < s.end
-                })
-                .collect();
-            let target = match overlapping.split_first() {
+            let mut overlapping = self.overlapping(key, watermark, start, end);
+            if overlapping.len() > 1 {
+                self.add(input, &mut pending)?;
+                self.merge(&overlapping)?;
+                overlapping = self.overlapping(key, watermark, start, end);
+            }
+            let target = match overlapping.first() {
                 None => {
                     self.sessions.push(Session {
                         key,
@@ -78,18 +79,13 @@ impl SessionWindows {
                         end,
                         changed: true,
                     });
-                    open.push(self.sessions.len() - 1);
+                    self.by_key
+                        .entry(key)
+                        .or_default()
+                        .push(self.sessions.len() - 1);
                     self.sessions.len() - 1
                 }
-                Some((&target, others)) => {
-                    for &other in others {
-                        let absorbed = self.sessions[other];
-                        let s = &mut self.sessions[target];
-                        s.start = s.start.min(absorbed.start);
-                        s.end = s.end.max(absorbed.end);
-                        merged_into.insert(other, target);
-                    }
-                    open.retain(|g| !others.contains(g));
+                Some(&target) => {
                     let s = &mut self.sessions[target];
                     s.start = s.start.min(start);
                     s.end = s.end.max(end);
@@ -97,28 +93,53 @@ impl SessionWindows {
                     target
                 }
             };
-            groups.push(target);
+            pending.push((row as u32, target));
         }
-        let resolve = |mut g: usize| {
-            while let Some(&next) = merged_into.get(&g) {
-                g = next;
-            }
-            g
-        };
-        let groups: Vec<usize> = groups.into_iter().map(resolve).collect();
-        let indices = (rows.len() < input.times.len())
-            .then(|| UInt32Array::from_iter_values(rows.map(|r| r as u32)));
+        self.add(input, &mut pending)
+    }
+
+    /// The open sessions of `key` that `[start, end)` overlaps.
+    fn overlapping(&self, key: usize, watermark: i64, start: i64, end: i64) -> Vec<usize> {
+        self.by_key.get(&key).map_or_else(Vec::new, |open| {
+            open.iter()
+                .copied()
+                .filter(|&g| {
+                    let s = &self.sessions[g];
+                    s.end > watermark && s.start < end && start < s.end
+                })
+                .collect()
+        })
+    }
+
+    /// Feeds the `pending` rows of `input` to their sessions' accumulators.
+    fn add(&mut self, input: &EvaluatedInput, pending: &mut Vec<(u32, usize)>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let (rows, groups): (Vec<u32>, Vec<usize>) = pending.drain(..).unzip();
+        let all = rows.len() == input.times.len();
+        let indices = (!all).then(|| UInt32Array::from(rows));
         let (arguments, filters) = input.select(indices.as_ref())?;
         let total = self.sessions.len();
         for ((acc, args), filter) in self.accumulators.iter_mut().zip(&arguments).zip(&filters) {
             acc.update_batch(args, &groups, filter.as_ref(), total)?;
         }
-        if !merged_into.is_empty() {
-            // Fold each absorbed session's state into its survivor and
-            // renumber the groups densely.
-            self.regroup(|g| Some(resolve(g)))?;
-        }
         Ok(())
+    }
+
+    /// Merges the sessions `bridged` (of one key) into the first of them.
+    fn merge(&mut self, bridged: &[usize]) -> Result<()> {
+        let Some((&target, others)) = bridged.split_first() else {
+            return Ok(());
+        };
+        for &other in others {
+            let absorbed = self.sessions[other];
+            let s = &mut self.sessions[target];
+            s.start = s.start.min(absorbed.start);
+            s.end = s.end.max(absorbed.end);
+            s.changed = true;
+        }
+        self.regroup(|g| Some(if others.contains(&g) { target } else { g }))
     }
 
     /// Rebuilds the accumulators with group `g` moved to `target(g)` (merged
