@@ -1,19 +1,30 @@
-//! W1 throughput and memory: the repository's W1 pipeline over the real
-//! Google trace (../shared/datasets, 2.6 M rows; the bundled sample when the
-//! trace is absent), from file replay to Parquet.
+//! W1 throughput and memory, whole process, next to what bounds it, in one
+//! run: the repository's W1 pipeline (`streamsql run task_failures`) over the
+//! real Google trace (../shared/datasets, 2.6 M rows; the bundled sample
+//! when the trace is absent), from gzip CSV files to Parquet.
 //!
-//! Run with `cargo bench --bench w1_replay`. Reports events/s, peak RSS, and
-//! the ratio to replaying (reading + decoding) the same files with no query.
+//! Run with `scripts/bench.sh --bench w1_replay`. Each round runs, one after
+//! the other: `zcat` of the same files (the decompression floor), DuckDB's
+//! batch SQL of W1 over the same files into Parquet (when bench.sh installed
+//! it), and `streamsql run` on one worker pinned to one core (`taskset`) and
+//! on as many workers as there are cores. Rounds alternate, so a slow spell
+//! of a shared machine hits every contender. Then, in this process: replay
+//! alone (read + gunzip + decode, no query) and the checkpoint cost at full
+//! W1 state.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use streamsql::config::SourceInput;
 use streamsql::runtime::{Pipeline, RunOptions};
 use streamsql::source::FileReplay;
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+const ROUNDS: usize = 3;
+
+/// The VmHWM (peak RSS) of a process, in MB.
+fn peak_rss_mb(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -22,55 +33,198 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Runs `command` to its end: wall time, and peak RSS read from /proc while
+/// it runs (the high-water mark only grows, so the last reading is the peak
+/// up to 20 ms before the end).
+fn measure(what: &str, mut command: Command) -> (Duration, f64) {
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let pid = child.id().to_string();
+    let mut peak = f64::NAN;
+    let deadline = started + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{what} took over 10 minutes");
+        let now = peak_rss_mb(&pid);
+        if !now.is_nan() {
+            peak = now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let stderr = child.wait_with_output().expect("wait").stderr;
+    assert!(
+        status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&stderr)
+    );
+    (elapsed, peak)
+}
+
+/// W1 of the repository's pipelines.yaml alone, reading `glob`, writing
+/// Parquet only, its query file found from anywhere.
+fn bench_config(repo: &Path, glob: &str, dir: &Path) -> PathBuf {
+    use serde_yaml::Value;
+    let text = std::fs::read_to_string(repo.join("pipelines.yaml")).expect("pipelines.yaml");
+    let file: Value = serde_yaml::from_str(&text).expect("pipelines.yaml parses");
+    let mut w1 = file["pipelines"]["task_failures"].clone();
+    w1["sources"][0]["replay"]["path"] = Value::from(glob);
+    let query = &mut w1["queries"][0];
+    let sql = repo.join(query["sql"].as_str().expect("W1's sql file"));
+    query["sql"] = Value::from(sql.display().to_string());
+    query["sinks"] = serde_yaml::from_str("[ parquet: {} ]").expect("sinks");
+    let mut pipelines = serde_yaml::Mapping::new();
+    pipelines.insert("task_failures".into(), w1);
+    let mut config = serde_yaml::Mapping::new();
+    config.insert("pipelines".into(), Value::Mapping(pipelines));
+    let path = dir.join("pipelines.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("yaml")).expect("write");
+    path
+}
+
+/// W1 as one DuckDB batch query: each event expanded to its four 2-minute
+/// windows sliding by 30 s, grouped, written to Parquet.
+fn duckdb_w1(files: &[PathBuf], out: &Path) -> String {
+    let files: Vec<String> = files.iter().map(|f| format!("'{}'", f.display())).collect();
+    format!(
+        "import duckdb
+duckdb.connect().execute('''
+COPY (
+  WITH e AS (
+    SELECT machine_id, job_id, event_type, time // 1000 AS t
+    FROM read_csv([{}], header = false, columns = {{
+      'time': 'BIGINT', 'missing_info': 'INTEGER', 'job_id': 'BIGINT', 'task_index': 'BIGINT',
+      'machine_id': 'BIGINT', 'event_type': 'INTEGER', 'user': 'VARCHAR',
+      'scheduling_class': 'INTEGER', 'priority': 'INTEGER', 'cpu_request': 'DOUBLE',
+      'memory_request': 'DOUBLE', 'disk_request': 'DOUBLE', 'different_machines': 'INTEGER'}})
+    WHERE machine_id IS NOT NULL AND job_id IS NOT NULL
+  ), w AS (
+    SELECT e.*, (t // 30000 - k.i) * 30000 AS ws FROM e, (VALUES (0), (1), (2), (3)) k(i)
+  )
+  SELECT ws AS window_start, ws + 120000 AS window_end, machine_id, job_id,
+         count(*) AS total_events,
+         count(*) FILTER (WHERE event_type = 3) AS fail_count,
+         count(*) FILTER (WHERE event_type = 2) AS evict_count,
+         count(*) FILTER (WHERE event_type = 5) AS kill_count,
+         count(*) FILTER (WHERE event_type IN (2, 3, 5)) AS total_fail_count,
+         CAST(count(*) FILTER (WHERE event_type IN (2, 3, 5)) AS DOUBLE) / count(*) AS fail_rate
+  FROM w GROUP BY ws, machine_id, job_id
+) TO '{}' (FORMAT parquet, COMPRESSION zstd)
+''')
+",
+        files.join(", "),
+        out.display()
+    )
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let trace = repo.join("../shared/datasets/google-2011/task_events");
-    let mut loaded = streamsql::config::load(&repo.join("pipelines.yaml")).expect("pipelines.yaml");
-    let pipeline = loaded.file.pipelines.get_mut("task_failures").expect("W1");
-    if trace.is_dir() {
-        let SourceInput::Replay(replay) = &mut pipeline.sources[0].input else {
-            panic!("W1 replays files")
+    let glob = match trace.is_dir() {
+        true => format!("{}/part-*.csv.gz", trace.display()),
+        false => format!(
+            "{}/datasets/google-2011-sample/task_events/part-*.csv.gz",
+            repo.display()
+        ),
+    };
+    println!("input: {glob}");
+    let mut files: Vec<PathBuf> = glob::glob(&glob).expect("glob").flatten().collect();
+    files.sort();
+    let dir = std::env::temp_dir().join(format!("streamsql-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let config = bench_config(&repo, &glob, &dir);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let duckdb = std::env::var("STREAMSQL_DUCKDB_PYTHON").ok();
+
+    let streamsql = |workers: usize, pinned: bool| {
+        let binary = env!("CARGO_BIN_EXE_streamsql");
+        let mut command = match pinned {
+            true => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", "0", binary]);
+                c
+            }
+            false => Command::new(binary),
         };
-        replay.path = format!("{}/part-*.csv.gz", trace.display());
-        println!("input: the real trace, {}", trace.display());
-    } else {
-        println!("input: the bundled sample (../shared/datasets absent)");
+        command.args(["--config", &config.to_string_lossy()]);
+        command.args(["run", "task_failures", "--quiet", "--from-scratch"]);
+        command.args(["--parallelism", &workers.to_string()]);
+        command.args(["--output", &dir.join("out").to_string_lossy()]);
+        command
+    };
+    let mut times: Vec<(String, Vec<f64>, f64)> = Vec::new();
+    let mut record = |name: String, (elapsed, rss): (Duration, f64)| match times
+        .iter_mut()
+        .find(|(n, _, _)| *n == name)
+    {
+        Some((_, secs, peak)) => {
+            secs.push(elapsed.as_secs_f64());
+            *peak = peak.max(rss);
+        }
+        None => times.push((name, vec![elapsed.as_secs_f64()], rss)),
+    };
+    for round in 0..ROUNDS {
+        println!("round {}", round + 1);
+        let mut zcat = Command::new("zcat");
+        zcat.args(&files);
+        record("zcat (one thread)".into(), measure("zcat", zcat));
+        if let Some(python) = &duckdb {
+            let script = duckdb_w1(&files, &dir.join("duckdb.parquet"));
+            let mut command = Command::new(python);
+            command.args(["-c", &script]);
+            record(
+                format!("DuckDB batch SQL, {cores} threads"),
+                measure("duckdb", command),
+            );
+        }
+        record(
+            "streamsql W1, 1 worker, pinned to 1 core".into(),
+            measure("streamsql", streamsql(1, true)),
+        );
+        record(
+            format!("streamsql W1, {cores} workers"),
+            measure("streamsql", streamsql(cores, false)),
+        );
     }
-    pipeline.queries[0]
-        .sinks
-        .retain(|s| matches!(s, streamsql::config::SinkConfig::Parquet(_)));
+    let rows_out = {
+        let output = Command::new(env!("CARGO_BIN_EXE_streamsql"))
+            .args([
+                "--config",
+                &config.to_string_lossy(),
+                "query",
+                "--format",
+                "csv",
+            ])
+            .args(["--output", &dir.join("out").to_string_lossy()])
+            .arg("SELECT count(*) FROM task_failure_metrics")
+            .output()
+            .expect("streamsql query");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // In this process: replay alone, and a checkpoint at full state.
+    let mut loaded = streamsql::config::load(&config).expect("bench config");
+    let pipeline = loaded.file.pipelines.get_mut("task_failures").expect("W1");
     let source = pipeline.sources[0].clone();
-    let output = std::env::temp_dir().join(format!("streamsql-bench-{}", std::process::id()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-
-    // Decoding on one thread, then on as many as the machine has cores:
-    // the same rows out, in one run of the benchmark.
-    let cores = pipeline.parallelism_or_cores();
-    let mut runs = Vec::new();
-    for parallelism in [1, cores] {
-        let options = RunOptions {
-            output_dir: Some(output.clone()),
-            progress: false,
-            from_scratch: true,
-            parallelism: Some(parallelism),
-            ..Default::default()
-        };
-        let started = Instant::now();
-        let summary = runtime.block_on(async {
-            let runner = Pipeline::build(&loaded, "task_failures", &options)
-                .await
-                .expect("build");
-            runner.run(&options).await.expect("run")
-        });
-        runs.push((parallelism, started.elapsed().as_secs_f64(), summary));
-    }
-    let rss = peak_rss_mb();
-    let (_, pipeline_secs, summary) = runs.last().expect("a run");
-    let pipeline_secs = *pipeline_secs;
-
     let started = Instant::now();
     let decoded = runtime.block_on(async {
         let SourceInput::Replay(replay_config) = &source.input else {
@@ -85,14 +239,10 @@ fn main() {
         rows
     });
     let replay_secs = started.elapsed().as_secs_f64();
-
-    // Checkpoint cost at full W1 state: stop half-way (windows open), which
-    // writes a checkpoint, then restore it as a restart would.
-    let half = summary.events_in / 8192 / 2;
     let stop = RunOptions {
-        output_dir: Some(output.clone()),
+        output_dir: Some(dir.join("checkpointed")),
         from_scratch: true,
-        stop_after_batches: Some(half),
+        stop_after_batches: Some(decoded as u64 / 8192 / 2),
         ..Default::default()
     };
     let (stopped, restored) = runtime.block_on(async {
@@ -101,7 +251,7 @@ fn main() {
             .expect("build");
         let stopped = runner.run(&stop).await.expect("run");
         let resume = RunOptions {
-            output_dir: Some(output.clone()),
+            output_dir: Some(dir.join("checkpointed")),
             ..Default::default()
         };
         let runner = Pipeline::build(&loaded, "task_failures", &resume)
@@ -109,31 +259,41 @@ fn main() {
             .expect("restore");
         (stopped, runner.restored().cloned().expect("restored"))
     });
-    let _ = std::fs::remove_dir_all(&output);
+    let _ = std::fs::remove_dir_all(&dir);
 
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("machine: {cpus} cores");
-    for (parallelism, secs, summary) in &runs {
+    println!("machine: {cores} cores; {decoded} events in, {rows_out} W1 rows out");
+    println!("| run | wall (median of {ROUNDS}) | events/s | peak RSS |");
+    println!("|---|---|---|---|");
+    for (name, secs, rss) in &times {
+        let secs = median(secs.clone());
         println!(
-            "W1 pipeline, parallelism {parallelism}: {} events in {secs:.2} s = {:.0} events/s, \
-             {} rows out",
-            summary.events_in,
-            summary.events_in as f64 / secs,
-            summary.rows_out.iter().map(|(_, n)| n).sum::<u64>(),
+            "| {name} | {secs:.2} s | {:.0} | {rss:.0} MB |",
+            decoded as f64 / secs
         );
     }
+    let wall = |prefix: &str| {
+        times
+            .iter()
+            .find(|(n, _, _)| n.starts_with(prefix))
+            .map(|(_, secs, _)| median(secs.clone()))
+    };
+    let w1 = wall(&format!("streamsql W1, {cores} workers")).expect("W1 ran");
+    let one = wall("streamsql W1, 1 worker").expect("W1 ran");
+    let zcat = wall("zcat").expect("zcat ran");
+    println!("ratios in this run:");
+    println!("  W1 wall / zcat wall: {:.2} (target <= 1.3)", w1 / zcat);
+    if let Some(duckdb) = wall("DuckDB") {
+        println!("  DuckDB wall / W1 wall: {:.2} (target >= 4)", duckdb / w1);
+    }
     println!(
-        "speed-up of parallelism {cores} over 1: {:.2}; peak RSS {rss:.0} MB",
-        runs[0].1 / pipeline_secs
+        "  speed-up of {cores} workers over 1 pinned worker: {:.2} (target >= 1.8 on 2 cores)",
+        one / w1
     );
     println!(
         "replay alone (read + decode on {cores} threads, no query): {decoded} rows in \
-         {replay_secs:.2} s = {:.0} rows/s",
-        decoded as f64 / replay_secs
-    );
-    println!(
-        "pipeline / replay-alone throughput ratio: {:.2}",
-        replay_secs / pipeline_secs
+         {replay_secs:.2} s = {:.0} rows/s; W1 / replay-alone throughput: {:.2}",
+        decoded as f64 / replay_secs,
+        replay_secs / w1
     );
     println!(
         "checkpoint of W1 state after {} events ({} state groups): {:.0} KB written in {} ms, \

@@ -70,6 +70,11 @@ install_osmem() {
   export STREAMSQL_OSMEM="$("$venv/bin/python" -c 'import osmem_server, os; print(os.path.join(os.path.dirname(osmem_server.__file__), "bin", "osmem-server"))')"
 }
 
+# DuckDB (its Python package), for the W1 benchmark's batch-SQL comparison.
+install_duckdb() {
+  export STREAMSQL_DUCKDB_PYTHON="$(pip_install duckdb 1.4.4)/bin/python"
+}
+
 # A docker compose front-end, to validate docker-compose.yml (no Docker engine
 # is needed for `config`): the docker CLI plugin when present, else Debian's
 # docker-compose, installed when apt can. Unset when neither is available.
