@@ -166,10 +166,7 @@ impl SessionWindows {
         let kept = take_states(&states, &UInt32Array::from(kept_rows))?;
         merge_states(&mut self.accumulators, &kept, &kept_groups, sessions.len())?;
         self.sessions = sessions;
-        self.by_key.clear();
-        for (g, s) in self.sessions.iter().enumerate() {
-            self.by_key.entry(s.key).or_default().push(g);
-        }
+        self.index_by_key();
         Ok(())
     }
 
@@ -210,7 +207,32 @@ impl SessionWindows {
         };
         let open: Vec<bool> = self.sessions.iter().map(|s| s.end > to).collect();
         self.regroup(|g| open[g].then_some(g))?;
+        self.forget_closed_keys(converter);
         Ok(out)
+    }
+
+    /// A key's state ends with its last session: once the table of keys
+    /// holds twice as many as the open sessions (and more than a few), it is
+    /// rebuilt from the open sessions' keys. So the state is bounded by the
+    /// open sessions, not by every key ever seen.
+    fn forget_closed_keys(&mut self, converter: &RowConverter) {
+        if self.keys.len() <= 2 * self.sessions.len() + 1024 {
+            return;
+        }
+        let mut keys = KeyTable::new(converter);
+        for session in &mut self.sessions {
+            session.key = keys.intern(self.keys.row(session.key));
+        }
+        self.keys = keys;
+        self.index_by_key();
+    }
+
+    /// Rebuilds `by_key` from the sessions.
+    fn index_by_key(&mut self) {
+        self.by_key.clear();
+        for (g, s) in self.sessions.iter().enumerate() {
+            self.by_key.entry(s.key).or_default().push(g);
+        }
     }
 
     /// The current value of the sessions `groups`, leaving the state as it was.
@@ -297,5 +319,93 @@ impl SessionWindows {
             self.sessions.len(),
             self.keys.size() + accumulators_size(&self.accumulators),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+
+    use crate::operator::{EventTimes, Rows};
+
+    /// Session windows over a stream of keys each seen once: the state
+    /// (sessions and their keys) stays bounded by the open sessions.
+    #[tokio::test]
+    async fn keys_whose_sessions_closed_are_forgotten() {
+        let dir = std::env::temp_dir().join(format!("streamsql-sessions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("pipelines.yaml"),
+            "pipelines:
+  p:
+    sources:
+      - name: s
+        format: csv
+        replay: { path: none.csv }
+        columns: [ { name: t, type: int64 }, { name: k, type: string } ]
+        event_time: { column: t, unit: ms }
+        watermark_delay: 0s
+    queries:
+      - name: q
+        sql: q.sql
+        sinks: [ parquet: {} ]
+",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("q.sql"),
+            "SELECT window_start, k, count(*) AS n FROM s GROUP BY SESSION(t, INTERVAL '1' SECOND), k",
+        )
+        .unwrap();
+        let loaded = crate::config::load(&dir.join("pipelines.yaml")).unwrap();
+        let schema = loaded.pipeline("p").unwrap().sources[0].schema();
+        let mut plan = crate::plan::plan_pipeline(&loaded, "p", 1).await.unwrap();
+        let mut operator = plan.queries.remove(0).operators.remove(0);
+        let mut bytes = Vec::new();
+        let mut emitted = 0;
+        for batch in 0..40i64 {
+            // 1,000 new keys, each 10 s after the last batch's: every earlier
+            // session has closed.
+            let t = batch * 10_000;
+            let keys: Vec<String> = (0..1000).map(|i| format!("key-{batch}-{i}")).collect();
+            let rows = Rows {
+                batch: RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![
+                        Arc::new(Int64Array::from(vec![t; 1000])),
+                        Arc::new(StringArray::from(keys)),
+                    ],
+                )
+                .unwrap(),
+                times: Some(Arc::new(EventTimes {
+                    event_time: vec![t; 1000],
+                    watermark: vec![t - 1; 1000],
+                })),
+            };
+            let mut out = Vec::new();
+            let prepared = operator.prepare(0, &rows).await.unwrap();
+            operator.process(0, prepared, &mut out).await.unwrap();
+            operator.advance(t, &mut out).await.unwrap();
+            emitted += out.iter().map(|b| b.num_rows()).sum::<usize>();
+            bytes.push(operator.state_size().bytes);
+        }
+        assert_eq!(
+            emitted,
+            39 * 1000,
+            "every session but the last batch's closed"
+        );
+        assert_eq!(
+            operator.state_size().rows,
+            1000,
+            "only the newest sessions are open"
+        );
+        let (early, late) = (bytes[9], bytes[39]);
+        assert!(
+            late < early * 2,
+            "state grows with every key ever seen: {early} bytes after 10 batches, {late} after 40"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
