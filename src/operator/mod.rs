@@ -93,8 +93,9 @@ pub trait Operator: Send {
     }
 
     /// Stage 1, row-local: what the state takes from `input`, new rows on
-    /// input `port` (0; joins have two). Runs on any worker over any slice of
-    /// a micro-batch (see [`crate::runtime`]'s workers), so it keeps no state.
+    /// input `port` (0; joins will have two). Runs on any worker over any
+    /// slice of a micro-batch (see [`crate::runtime`]'s workers), so it must
+    /// not change the state (`&mut self` only for the sub-plans' input slots).
     async fn prepare(&mut self, port: usize, input: &Rows) -> Result<Vec<RecordBatch>>;
 
     /// The key group of each prepared row: the worker owning it takes the

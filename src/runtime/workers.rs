@@ -140,8 +140,8 @@ impl Workers {
     /// restores at any parallelism.
     pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
         let mut state = Vec::new();
-        for instance in self.instances.iter_mut().flatten() {
-            state.extend(instance.snapshot()?);
+        for i in 0..self.instances.len() {
+            state.extend(self.instance(i)?.snapshot()?);
         }
         Ok(state)
     }
@@ -149,10 +149,22 @@ impl Workers {
     /// Each instance loads the rows of `state` in the key groups it owns.
     pub fn restore(&mut self, state: &[RecordBatch], watermark: i64) -> Result<()> {
         let n = self.instances.len();
-        for (i, instance) in self.instances.iter_mut().flatten().enumerate() {
-            instance.restore(state, &KeyGroups::of_worker(i, n), watermark)?;
+        for i in 0..n {
+            self.instance(i)?
+                .restore(state, &KeyGroups::of_worker(i, n), watermark)?;
         }
         Ok(())
+    }
+
+    /// Instance `i`; an error when a failure took it (the run is failing).
+    fn instance(&mut self, i: usize) -> Result<&mut Instance> {
+        match self.instances.get_mut(i) {
+            Some(Some(instance)) => Ok(instance),
+            _ => crate::internal_err!(
+                "worker {i} of query {} was lost to an earlier failure",
+                self.query
+            ),
+        }
     }
 
     pub fn state_size(&self) -> StateSize {
@@ -169,20 +181,13 @@ impl Workers {
         &mut self,
         work: impl Fn(usize, Instance) -> BoxFuture<'static, (Instance, Result<T>)>,
     ) -> Result<Vec<T>> {
-        let mut taken = Vec::with_capacity(self.instances.len());
-        for (i, slot) in self.instances.iter_mut().enumerate() {
-            match slot.take() {
-                Some(instance) => taken.push(instance),
-                None => {
-                    return crate::internal_err!(
-                        "worker {i} of query {} was lost to an earlier failure",
-                        self.query
-                    );
-                }
-            }
+        for i in 0..self.instances.len() {
+            self.instance(i)?;
         }
-        if taken.len() == 1 {
-            let instance = taken.pop().expect("one instance");
+        let mut taken: Vec<Instance> = self.instances.iter_mut().filter_map(Option::take).collect();
+        if taken.len() == 1
+            && let Some(instance) = taken.pop()
+        {
             let (instance, result) = work(0, instance).await;
             self.instances[0] = Some(instance);
             return Ok(vec![result?]);

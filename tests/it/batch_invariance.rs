@@ -2,7 +2,8 @@
 //! pipelines.yaml and every golden test gives the same answer whatever the
 //! micro-batch size and the number of workers. Final outputs, the last
 //! version of each key of `update` outputs, late tables and dead letters must
-//! be identical for batches of 1, 7 and 8192 lines and 1, 2, 4 and 8 workers. (Columns holding processing time, the wall clock when a
+//! be identical for the (batch lines, workers) pairs of [`CASES`]: batches of
+//! 1, 7 and 8192 lines, and 1, 2, 3, 4 and 8 workers. (Columns holding processing time, the wall clock when a
 //! row was read, differ in every run and are left out.)
 
 use crate::common;

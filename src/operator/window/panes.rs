@@ -306,9 +306,7 @@ impl PaneWindows {
         Ok(out)
     }
 
-    /// Adds the panes of a checkpoint: `rows` in pane order, each pane's
-    /// groups contiguous.
-    /// Loads checkpointed rows. A pane's rows need not be adjacent: state
+    /// Adds the panes of a checkpoint. A pane's rows need not be adjacent: state
     /// written by several workers holds each pane once per worker.
     pub fn restore(&mut self, converter: &RowConverter, rows: StateRows) -> Result<()> {
         let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
