@@ -61,29 +61,21 @@ pub async fn plan_pipeline(
     let mut problems = Vec::new();
     for query in &pipeline.queries {
         let (path, sql) = loaded.sql_of(name, &query.name);
-        let plan = QueryPlan::build(
-            &query.name,
-            path,
-            sql,
-            query.emit,
-            &tables,
-            &pipeline.params,
-        )
-        .await;
-        match plan {
+        let build = || {
+            QueryPlan::build(
+                &query.name,
+                path,
+                sql,
+                query.emit,
+                &tables,
+                &pipeline.params,
+            )
+        };
+        match build().await {
             Ok(mut plan) => {
                 // Each worker's instance has sub-plans of its own.
                 for _ in 1..workers {
-                    let more = QueryPlan::build(
-                        &query.name,
-                        path,
-                        sql,
-                        query.emit,
-                        &tables,
-                        &pipeline.params,
-                    )
-                    .await?;
-                    plan.operators.extend(more.operators);
+                    plan.operators.extend(build().await?.operators);
                 }
                 problems.extend(crate::sink::check_settings(loaded, name, query, &plan));
                 tables.push(TableDef {
