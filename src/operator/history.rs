@@ -46,7 +46,7 @@ impl Operator for HistoryOperator {
         self.pre.run(vec![input.batch.clone()]).await
     }
 
-    fn key_groups(&self, prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
+    fn key_groups(&self, _port: usize, prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
         self.history.key_groups(prepared).map(Some)
     }
 
@@ -77,7 +77,12 @@ impl Operator for HistoryOperator {
         Ok(vec![with_key_groups(&self.history.rows, groups)?])
     }
 
-    fn restore(&mut self, state: &[RecordBatch], owned: &KeyGroups, _watermark: i64) -> Result<()> {
+    fn restore(
+        &mut self,
+        state: &[RecordBatch],
+        owned: &KeyGroups,
+        _watermarks: &[i64],
+    ) -> Result<()> {
         let rows = state
             .iter()
             .map(without_key_groups)

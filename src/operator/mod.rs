@@ -1,8 +1,9 @@
 //! The steps of a pipeline's dataflow, behind one trait.
 //!
 //! A query is planned into one [`Operator`] (see [`crate::plan`]): a
-//! row-local step ([`row_local`]), a windowed aggregate ([`window`]) or the
-//! bounded history of a rule query with window functions ([`history`]). Each
+//! row-local step ([`row_local`]), a windowed aggregate ([`window`]), the
+//! bounded history of a rule query with window functions ([`history`]) or
+//! an interval join of two streams ([`join`]). Each
 //! owns its DataFusion sub-plans and its state; the runtime only moves rows
 //! and watermarks between them and checkpoints what [`Operator::snapshot`]
 //! returns. The trait follows Arroyo's `ArrowOperator`: process a batch,
@@ -12,6 +13,7 @@
 //! whose key groups the worker owns.
 
 pub(crate) mod history;
+pub(crate) mod join;
 pub(crate) mod row_local;
 pub(crate) mod window;
 
@@ -87,20 +89,20 @@ pub struct Description {
 pub trait Operator: Send {
     /// The rows of `input` this operator will not count because every window
     /// they belong to has closed: they go to the source's `<source>_late`
-    /// table. `None`: it counts every row.
-    fn late_rows(&self, _input: &Rows) -> Option<BooleanArray> {
+    /// table. `None`: it counts every row. `port`: which input they came on.
+    fn late_rows(&self, _port: usize, _input: &Rows) -> Option<BooleanArray> {
         None
     }
 
     /// Stage 1, row-local: what the state takes from `input`, new rows on
-    /// input `port` (0; joins will have two). Runs on any worker over any
+    /// input `port` (0, or 0 and 1 for a join's two inputs). Runs on any worker over any
     /// slice of a micro-batch (see [`crate::runtime`]'s workers), so it must
     /// not change the state (`&mut self` only for the sub-plans' input slots).
     async fn prepare(&mut self, port: usize, input: &Rows) -> Result<Vec<RecordBatch>>;
 
     /// The key group of each prepared row: the worker owning it takes the
     /// row. `None`: no keyed state, the row stays where it was prepared.
-    fn key_groups(&self, _prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
+    fn key_groups(&self, _port: usize, _prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
         Ok(None)
     }
 
@@ -118,9 +120,14 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// Event time advanced to `watermark` on every input (`i64::MAX` at the
+    /// Event time on input `port` advanced to `watermark` (`i64::MAX` at the
     /// end of a finite input): emit what it completes, free what it expires.
-    async fn advance(&mut self, _watermark: i64, _out: &mut Vec<RecordBatch>) -> Result<()> {
+    async fn advance(
+        &mut self,
+        _port: usize,
+        _watermark: i64,
+        _out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -137,12 +144,13 @@ pub trait Operator: Send {
     }
 
     /// Loads the rows of `state` (written by `snapshot`, at any parallelism)
-    /// whose key group is in `owned`, and resumes at `watermark`.
+    /// whose key group is in `owned`, and resumes at its inputs'
+    /// `watermarks` (one per port).
     fn restore(
         &mut self,
         _state: &[RecordBatch],
         _owned: &KeyGroups,
-        _watermark: i64,
+        _watermarks: &[i64],
     ) -> Result<()> {
         Ok(())
     }

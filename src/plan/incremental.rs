@@ -4,7 +4,8 @@
 //! Every node of a query's plans must be row-local (a row's output depends on
 //! that row alone: filters, projections, scalar functions, unnest, UNION ALL)
 //! or be replaced by a stateful incremental operator (the window aggregate,
-//! the key history). Anything else — a join, a subquery, LIMIT, DISTINCT, an
+//! the key history, the interval join). Anything else — a join without an
+//! event-time bound, a subquery, LIMIT, DISTINCT, an
 //! aggregate without a window — would be answered per micro-batch, so `check`
 //! refuses it with the file, line, column and the incremental way to write it.
 //!
@@ -32,11 +33,15 @@ struct Refusal {
 }
 
 const JOIN: Refusal = Refusal {
-    message: "a join of streams would keep both sides forever, and joined per micro-batch it \
-              answers differently for every batch size",
-    fix: "streams cannot be joined yet: aggregate each stream in a windowed query of its own \
-          (GROUP BY TUMBLE(...), keys) and compare their results in the outputs with \
-          `streamsql query`",
+    message: "a join inside a windowed or rule query would be answered per micro-batch",
+    fix: "join in a query of its own, as an interval join of two sources (see docs/sql.md), \
+          and filter or project its rows there",
+};
+
+const SECOND_JOIN: Refusal = Refusal {
+    message: "a query joins two streams, once",
+    fix: "join two streams per query; to join a third, join its rows with another query's in a \
+          query of its own",
 };
 
 const SUBQUERY: Refusal = Refusal {
@@ -132,13 +137,13 @@ impl Finder<'_> {
     fn body(&mut self, body: &SetExpr) {
         match body {
             SetExpr::Select(select) => {
-                for from in &select.from {
-                    if let Some(join) = from.joins.first() {
-                        self.refuse_at(&join.relation, &JOIN);
-                    }
-                }
-                if let Some(second) = select.from.get(1) {
-                    self.refuse_at(&second.relation, &JOIN);
+                // One join, of two streams; the planner proves it an
+                // interval join (see `super::join`).
+                let mut relations = select.from.iter().flat_map(|f| {
+                    std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation))
+                });
+                if let Some(third) = relations.nth(2) {
+                    self.refuse_at(third, &SECOND_JOIN);
                 }
                 if matches!(select.distinct, Some(Distinct::Distinct | Distinct::On(_))) {
                     self.refuse_keyword("DISTINCT", &DISTINCT);

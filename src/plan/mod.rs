@@ -4,7 +4,8 @@
 //! (`<source>_late`) and its queries' results; a query reading another's
 //! results is an edge of the graph. DataFusion plans each query once; the
 //! plan is then split into row-local sub-plans and one stateful operator
-//! (see [`crate::operator`]), or refused by the batch-invariance rule
+//! (see [`crate::operator`]; a join's two sides each get their own), or
+//! refused by the batch-invariance rule
 //! ([`incremental`]) when it has no incremental form.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::config::{EmitMode, LoadedConfig};
 use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
 
 mod incremental;
+mod join;
 mod over;
 mod params;
 mod query;
@@ -49,6 +51,7 @@ pub async fn plan_pipeline(
             schema: Arc::clone(&schema),
             role: TableRole::Source {
                 event_time: source.event_time.column.clone(),
+                unit: source.event_time.unit,
             },
         });
         tables.push(TableDef {
@@ -104,11 +107,12 @@ fn output_role(plan: &QueryPlan, tables: &[TableDef]) -> TableRole {
             updates: plan.emit == EmitMode::Update,
         };
     }
-    match tables
-        .iter()
-        .find(|t| t.name == plan.input)
-        .map(|t| &t.role)
-    {
+    let read = |input: &String| tables.iter().find(|t| t.name == *input).map(|t| &t.role);
+    let role = match plan.inputs.as_slice() {
+        [input] => read(input),
+        _ => None,
+    };
+    match role {
         Some(TableRole::Query { windows, updates }) => TableRole::Query {
             windows: *windows,
             updates: *updates,

@@ -19,6 +19,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
 use super::incremental::{refuse_statement, require_row_local};
+use super::join::{has_join, plan_join};
 use super::over::{has_window_functions, split_over};
 use super::params::bind_params;
 use super::slot::BatchSlot;
@@ -30,6 +31,7 @@ use crate::operator::history::HistoryOperator;
 use crate::operator::row_local::RowLocal;
 use crate::operator::window::{GroupColumn, WindowOperator, WindowedAggregate};
 use crate::operator::{Operator, SubPlan};
+use crate::source::EventTimeUnit;
 
 /// A table a query may select from.
 #[derive(Debug, Clone)]
@@ -41,8 +43,12 @@ pub struct TableDef {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableRole {
-    /// A source; `event_time` names its event-time column.
-    Source { event_time: String },
+    /// A source; `event_time` names its event-time column, `unit` says
+    /// what an integer value of it counts.
+    Source {
+        event_time: String,
+        unit: EventTimeUnit,
+    },
     /// A source's late rows.
     Late,
     /// Another query's results: `windows` when they are window results (a
@@ -55,8 +61,9 @@ pub enum TableRole {
 pub struct QueryPlan {
     pub name: String,
     pub emit: EmitMode,
-    /// The one table it reads.
-    pub input: String,
+    /// The tables it reads, one per input port: one, or a join's two (the
+    /// same twice for a self-join).
+    pub inputs: Vec<String>,
     /// Whether it aggregates windows (its rows are window results).
     pub windowed: bool,
     pub output_schema: SchemaRef,
@@ -180,6 +187,27 @@ impl QueryPlan {
             )
         })?;
         let logical = bind_params(&file_name, sql, logical, params)?;
+        if has_join(&logical)? {
+            if let Some(call) = &call {
+                return Err(Diagnostic::new(
+                    &file_name,
+                    Some(call.line),
+                    "a window over joined rows is not supported yet",
+                )
+                .at_column(Some(call.column))
+                .with_fix("window each source in a query of its own, or join the raw events")
+                .into());
+            }
+            let planned = plan_join(&file_name, sql, &ctx, &logical, &slots).await?;
+            return Ok(Self {
+                name: name.to_string(),
+                emit,
+                inputs: planned.inputs,
+                windowed: false,
+                output_schema: planned.operator.output_schema(),
+                operators: vec![Box::new(planned.operator)],
+            });
+        }
         let read = tables_read(&logical)?;
         let input = match read.len() {
             1 => read.into_iter().next().unwrap_or_default(),
@@ -212,8 +240,8 @@ impl QueryPlan {
             let at = Diagnostic::new(&file_name, Some(call.line), String::new())
                 .at_column(Some(call.column));
             match &table.role {
-                TableRole::Source { event_time } if *event_time == call.time_column => {}
-                TableRole::Source { event_time } => {
+                TableRole::Source { event_time, .. } if *event_time == call.time_column => {}
+                TableRole::Source { event_time, .. } => {
                     return Err(Diagnostic {
                         message: format!("windows are on the source's event time `{event_time}`, not `{}`", call.time_column),
                         fix: format!("write the window on `{event_time}` (declared as event_time in pipelines.yaml)"),
@@ -295,7 +323,7 @@ impl QueryPlan {
             return Ok(Self {
                 name: name.to_string(),
                 emit,
-                input,
+                inputs: vec![input],
                 windowed: false,
                 output_schema,
                 operators: vec![Box::new(operator)],
@@ -337,7 +365,7 @@ impl QueryPlan {
         Ok(Self {
             name: name.to_string(),
             emit,
-            input,
+            inputs: vec![input],
             windowed: call_windowed,
             output_schema,
             operators: vec![operator],
@@ -347,7 +375,7 @@ impl QueryPlan {
     /// How the query runs, for `explain`.
     pub fn describe(&self) -> String {
         let description = self.operators[0].describe();
-        let mut out = format!("query {} (reads {})\n", self.name, self.input);
+        let mut out = format!("query {} (reads {})\n", self.name, self.inputs.join(", "));
         out.push_str(&format!("  {}\n", description.summary));
         match &description.state {
             Some(state) => out.push_str(&format!("  state: {state}\n")),

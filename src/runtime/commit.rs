@@ -94,11 +94,13 @@ impl Pipeline {
         };
         let mut queries = Vec::new();
         for (planned, query) in plan.queries.into_iter().zip(&config.queries) {
-            let input = plan
-                .tables
-                .iter()
-                .position(|t| t.name == planned.input)
-                .ok_or_else(|| crate::internal_error!("{} reads an unknown table", planned.name))?;
+            let inputs = (planned.inputs.iter())
+                .map(|input| {
+                    (plan.tables.iter().position(|t| t.name == *input)).ok_or_else(|| {
+                        crate::internal_error!("{} reads an unknown table", planned.name)
+                    })
+                })
+                .collect::<Result<Vec<usize>>>()?;
             let sinks = sink::start(
                 loaded,
                 name,
@@ -109,19 +111,23 @@ impl Pipeline {
                 &metrics,
             )
             .await?;
+            // A query resumes at its inputs' watermarks, which the sources
+            // (and the queries before it) have restored.
+            let watermarks: Vec<i64> = (inputs.iter())
+                .map(|input| match input.checked_sub(tables.query(0)) {
+                    Some(q) => queries
+                        .get(q)
+                        .map_or(i64::MIN, |q: &QueryNode| q.watermark()),
+                    None => sources[input / 2].watermark,
+                })
+                .collect();
             let mut node = QueryNode {
                 name: query.name.clone(),
-                input,
+                inputs,
                 workers: Workers::new(&query.name, planned.operators),
                 sinks,
-                watermark: i64::MIN,
+                watermarks: watermarks.clone(),
                 rows_out: 0,
-            };
-            // A query resumes at its input's watermark, which the sources
-            // (and the queries before it) have restored.
-            let watermark = match input.checked_sub(tables.query(0)) {
-                Some(q) => queries.get(q).map_or(i64::MIN, |q: &QueryNode| q.watermark),
-                None => sources[input / 2].watermark,
             };
             if let Some(checkpoint) = &checkpoint {
                 restore_query(
@@ -130,10 +136,9 @@ impl Pipeline {
                     checkpoint,
                     &query.name,
                     &mut node.workers,
-                    watermark,
+                    &watermarks,
                 )?;
             }
-            node.watermark = watermark;
             queries.push(node);
         }
         let dead_letters = DeadLetterSink::create(&output_dir.join("dead_letters"), keep_through)?;
@@ -296,7 +301,7 @@ fn restore_query(
     checkpoint: &Checkpoint,
     query: &str,
     workers: &mut Workers,
-    watermark: i64,
+    watermarks: &[i64],
 ) -> Result<()> {
     let Some(signature) = workers.signature()? else {
         return Ok(());
@@ -321,5 +326,5 @@ fn restore_query(
             saved.signature,
         )));
     }
-    workers.restore(&checkpoint.states[query], watermark)
+    workers.restore(&checkpoint.states[query], watermarks)
 }

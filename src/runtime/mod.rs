@@ -80,16 +80,24 @@ impl SourceNode {
     }
 }
 
-/// A query: its operator's workers, the table it reads and where its rows go.
+/// A query: its operator's workers, the tables it reads and where its rows go.
 struct QueryNode {
     name: String,
-    /// Index of the table it reads (see [`Tables`]).
-    input: usize,
+    /// Index of the table each input port reads (see [`Tables`]): one, or
+    /// two for a join.
+    inputs: Vec<usize>,
     workers: Workers,
     sinks: Vec<Box<dyn Sink>>,
-    /// The watermark it has advanced to.
-    watermark: i64,
+    /// The watermark each input port has advanced to.
+    watermarks: Vec<i64>,
     rows_out: u64,
+}
+
+impl QueryNode {
+    /// The watermark of its results: the least of its inputs'.
+    fn watermark(&self) -> i64 {
+        self.watermarks.iter().copied().min().unwrap_or(i64::MIN)
+    }
 }
 
 /// The pipeline's tables by index: source `s` is `2s`, its late rows
@@ -268,18 +276,24 @@ impl Pipeline {
             brought[self.tables.late(index)].push(late);
         }
         for q in 0..self.queries.len() {
-            let watermark = self.watermark_of(self.queries[q].input);
+            let watermarks: Vec<i64> = (self.queries[q].inputs.iter())
+                .map(|t| self.watermark_of(*t))
+                .collect();
             let query = &mut self.queries[q];
             let mut out = Vec::new();
-            for rows in &brought[query.input] {
-                query.workers.process(rows, &mut out).await?;
+            for (port, table) in query.inputs.iter().enumerate() {
+                for rows in &brought[*table] {
+                    query.workers.process(port, rows, &mut out).await?;
+                }
             }
             if trigger {
                 query.workers.trigger(&mut out).await?;
             }
-            if watermark > query.watermark {
-                query.workers.advance(watermark, &mut out).await?;
-                query.watermark = watermark;
+            for (port, watermark) in watermarks.into_iter().enumerate() {
+                if watermark > query.watermarks[port] {
+                    query.workers.advance(port, watermark, &mut out).await?;
+                    query.watermarks[port] = watermark;
+                }
             }
             for batch in &out {
                 for sink in &mut query.sinks {
@@ -311,10 +325,17 @@ impl Pipeline {
         // source finds it late.
         let table = self.tables.source(index);
         let mut late = vec![false; rows.batch.num_rows()];
-        for query in self.queries.iter().filter(|q| q.input == table) {
-            if let Some(mask) = query.workers.late_rows(&rows)? {
-                for (l, m) in late.iter_mut().zip(mask.values().iter()) {
-                    *l |= m;
+        for query in &self.queries {
+            for (port, _) in query
+                .inputs
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t == table)
+            {
+                if let Some(mask) = query.workers.late_rows(port, &rows)? {
+                    for (l, m) in late.iter_mut().zip(mask.values().iter()) {
+                        *l |= m;
+                    }
                 }
             }
         }
@@ -342,7 +363,7 @@ impl Pipeline {
     /// The watermark of table `table`: its source's, or the query's.
     fn watermark_of(&self, table: usize) -> i64 {
         match table.checked_sub(self.tables.query(0)) {
-            Some(q) => self.queries[q].watermark,
+            Some(q) => self.queries[q].watermark(),
             None => self.sources[table / 2].watermark,
         }
     }

@@ -56,12 +56,17 @@ impl Workers {
 
     /// The rows of a source's batch the query will not count (see
     /// [`Operator::late_rows`]): the same for every instance.
-    pub fn late_rows(&self, input: &Rows) -> Result<Option<BooleanArray>> {
-        Ok(self.first()?.late_rows(input))
+    pub fn late_rows(&self, port: usize, input: &Rows) -> Result<Option<BooleanArray>> {
+        Ok(self.first()?.late_rows(port, input))
     }
 
-    /// Both stages for `input` (rows of the query's input table).
-    pub async fn process(&mut self, input: &Rows, out: &mut Vec<RecordBatch>) -> Result<()> {
+    /// Both stages for `input`, rows of the query's input `port`.
+    pub async fn process(
+        &mut self,
+        port: usize,
+        input: &Rows,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let n = self.instances.len();
         let slices = slices(input, n);
         // Stage 1: instance `i` prepares slice `i` and routes its rows.
@@ -71,7 +76,7 @@ impl Workers {
                 Box::pin(async move {
                     let routed = match slice {
                         None => Ok(vec![Vec::new(); n]),
-                        Some(slice) => route(&mut instance, i, n, &slice).await,
+                        Some(slice) => route(&mut instance, port, i, n, &slice).await,
                     };
                     (instance, routed)
                 })
@@ -92,7 +97,7 @@ impl Workers {
                     let mut out = Vec::new();
                     let result = match inputs[j].is_empty() {
                         true => Ok(()),
-                        false => instance.process(0, inputs[j].clone(), &mut out).await,
+                        false => instance.process(port, inputs[j].clone(), &mut out).await,
                     };
                     (instance, result.map(|()| out))
                 })
@@ -117,13 +122,18 @@ impl Workers {
         Ok(())
     }
 
-    /// Every instance advances to `watermark`.
-    pub async fn advance(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+    /// Every instance advances input `port` to `watermark`.
+    pub async fn advance(
+        &mut self,
+        port: usize,
+        watermark: i64,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let emitted = self
             .on_each(move |_, mut instance| {
                 Box::pin(async move {
                     let mut out = Vec::new();
-                    let result = instance.advance(watermark, &mut out).await;
+                    let result = instance.advance(port, watermark, &mut out).await;
                     (instance, result.map(|()| out))
                 })
             })
@@ -146,12 +156,13 @@ impl Workers {
         Ok(state)
     }
 
-    /// Each instance loads the rows of `state` in the key groups it owns.
-    pub fn restore(&mut self, state: &[RecordBatch], watermark: i64) -> Result<()> {
+    /// Each instance loads the rows of `state` in the key groups it owns;
+    /// `watermarks`: its inputs', one per port.
+    pub fn restore(&mut self, state: &[RecordBatch], watermarks: &[i64]) -> Result<()> {
         let n = self.instances.len();
         for i in 0..n {
             self.instance(i)?
-                .restore(state, &KeyGroups::of_worker(i, n), watermark)?;
+                .restore(state, &KeyGroups::of_worker(i, n), watermarks)?;
         }
         Ok(())
     }
@@ -224,19 +235,21 @@ impl Workers {
     }
 }
 
-/// Stage 1 on one instance: prepares `slice` and splits the prepared rows by
-/// the instance owning their key group (all to `me` without keyed state).
+/// Stage 1 on one instance: prepares `slice` (of input `port`) and splits
+/// the prepared rows by the instance owning their key group (all to `me`
+/// without keyed state).
 async fn route(
     instance: &mut Instance,
+    port: usize,
     me: usize,
     n: usize,
     slice: &Rows,
 ) -> Result<Vec<Vec<RecordBatch>>> {
     let mut routed = vec![Vec::new(); n];
-    for batch in instance.prepare(0, slice).await? {
+    for batch in instance.prepare(port, slice).await? {
         let groups = match n {
             1 => None,
-            _ => instance.key_groups(&batch)?,
+            _ => instance.key_groups(port, &batch)?,
         };
         let Some(groups) = groups else {
             routed[me].push(batch);

@@ -11,6 +11,7 @@ mod checkpoint_restart;
 mod cli;
 mod common;
 mod elasticsearch;
+mod interval_join;
 mod kafka;
 mod pipeline_behaviour;
 mod prometheus;

@@ -162,7 +162,7 @@ impl WindowOperator {
 
 #[async_trait]
 impl Operator for WindowOperator {
-    fn late_rows(&self, input: &Rows) -> Option<BooleanArray> {
+    fn late_rows(&self, _port: usize, input: &Rows) -> Option<BooleanArray> {
         let times = input.times.as_ref()?;
         let spec = self.spec();
         Some(
@@ -180,7 +180,7 @@ impl Operator for WindowOperator {
             return crate::internal_err!("a windowed query got rows without event times");
         };
         let mut rows = self.with_window_columns(&input.batch, times)?;
-        if let Some(late) = self.late_rows(input)
+        if let Some(late) = self.late_rows(0, input)
             && late.true_count() > 0
         {
             rows = filter_record_batch(&rows, &datafusion::arrow::compute::not(&late)?)?;
@@ -188,7 +188,7 @@ impl Operator for WindowOperator {
         self.pre.run(vec![rows]).await
     }
 
-    fn key_groups(&self, prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
+    fn key_groups(&self, _port: usize, prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
         self.aggregate
             .key_groups(&self.converter, prepared)
             .map(Some)
@@ -223,7 +223,12 @@ impl Operator for WindowOperator {
         self.post.run_into(changed.into_iter().collect(), out).await
     }
 
-    async fn advance(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+    async fn advance(
+        &mut self,
+        _port: usize,
+        watermark: i64,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let mut emitted = Vec::new();
         self.close_until(watermark, &mut emitted)?;
         self.post.run_into(emitted, out).await
@@ -245,8 +250,13 @@ impl Operator for WindowOperator {
             .collect()
     }
 
-    fn restore(&mut self, state: &[RecordBatch], owned: &KeyGroups, watermark: i64) -> Result<()> {
-        self.watermark = watermark;
+    fn restore(
+        &mut self,
+        state: &[RecordBatch],
+        owned: &KeyGroups,
+        watermarks: &[i64],
+    ) -> Result<()> {
+        self.watermark = watermarks[0];
         let batches = state
             .iter()
             .map(without_key_groups)

@@ -387,7 +387,7 @@ mod tests {
             let mut out = Vec::new();
             let prepared = operator.prepare(0, &rows).await.unwrap();
             operator.process(0, prepared, &mut out).await.unwrap();
-            operator.advance(t, &mut out).await.unwrap();
+            operator.advance(0, t, &mut out).await.unwrap();
             emitted += out.iter().map(|b| b.num_rows()).sum::<usize>();
             bytes.push(operator.state_size().bytes);
         }

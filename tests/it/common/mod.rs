@@ -211,22 +211,28 @@ pub fn row_texts(dirs: &[&Path]) -> Vec<String> {
 
 /// Like [`row_texts`], leaving out the columns named in `skip`.
 pub fn row_texts_except(dirs: &[&Path], skip: &[&str]) -> Vec<String> {
+    dirs.iter()
+        .flat_map(|dir| batch_texts(&read_parts(dir), skip))
+        .collect()
+}
+
+/// Every row of `batches` as `|`-joined text (NULL for a null), leaving out
+/// the columns named in `skip`.
+pub fn batch_texts(batches: &[RecordBatch], skip: &[&str]) -> Vec<String> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
-    for dir in dirs {
-        for batch in read_parts(dir) {
-            let formatters: Vec<_> = batch
-                .columns()
-                .iter()
-                .zip(batch.schema().fields())
-                .filter(|(_, f)| !skip.contains(&f.name().as_str()))
-                .map(|(c, _)| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-                .collect();
-            for r in 0..batch.num_rows() {
-                let row: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
-                rows.push(row.join("|"));
-            }
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .zip(batch.schema().fields())
+            .filter(|(_, f)| !skip.contains(&f.name().as_str()))
+            .map(|(c, _)| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for r in 0..batch.num_rows() {
+            let row: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
+            rows.push(row.join("|"));
         }
     }
     rows
