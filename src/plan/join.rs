@@ -19,6 +19,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::incremental::require_row_local;
+use super::query::tables_read;
 use super::slot::BatchSlot;
 use super::{TableDef, TableRole, locate_keyword};
 use crate::error::{Diagnostic, Result, StreamSqlError};
@@ -211,13 +212,10 @@ struct JoinSide {
 }
 
 fn side_of(plan: &LogicalPlan, slots: &[(&TableDef, BatchSlot)]) -> Result<JoinSide, String> {
-    let mut read = Vec::new();
-    let _ = plan.apply(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            read.push(scan.table_name.table().to_string());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
+    let read: Vec<String> = tables_read(plan)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
     let [table] = read.as_slice() else {
         return Err(format!(
             "each side of a join reads one stream; this one reads {}",

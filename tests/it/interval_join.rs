@@ -174,14 +174,21 @@ fn late_rows(events: &Events) -> Vec<String> {
     rows
 }
 
-#[tokio::test]
-async fn interval_joins_equal_datafusion_at_any_batch_size_and_parallelism() {
-    let mut random = common::Random::new("interval join events");
+/// Random clicks and views (seeded, printed), written as the sources'
+/// files in a new scratch folder.
+fn inputs(what: &str) -> (Events, Events, std::path::PathBuf) {
+    let mut random = common::Random::new(what);
     let clicks = Events::generate(&mut random, 1_500, 25);
     let views = Events::generate(&mut random, 1_200, 25);
-    let dir = common::scratch_dir("interval-join");
+    let dir = common::scratch_dir(&what.replace(' ', "-"));
     std::fs::write(dir.join("clicks.csv"), clicks.csv()).unwrap();
     std::fs::write(dir.join("views.csv"), views.csv()).unwrap();
+    (clicks, views, dir)
+}
+
+#[tokio::test]
+async fn interval_joins_equal_datafusion_at_any_batch_size_and_parallelism() {
+    let (clicks, views, dir) = inputs("interval join events");
     let mut expected = Vec::new();
     for (name, join) in JOINS {
         expected.push((name, reference(&clicks, &views, join).await));
@@ -224,12 +231,7 @@ async fn interval_joins_equal_datafusion_at_any_batch_size_and_parallelism() {
 
 #[tokio::test]
 async fn a_join_stopped_on_four_workers_finishes_on_two_with_the_same_rows() {
-    let mut random = common::Random::new("interval join restart");
-    let clicks = Events::generate(&mut random, 1_500, 25);
-    let views = Events::generate(&mut random, 1_200, 25);
-    let dir = common::scratch_dir("interval-join-restart");
-    std::fs::write(dir.join("clicks.csv"), clicks.csv()).unwrap();
-    std::fs::write(dir.join("views.csv"), views.csv()).unwrap();
+    let (clicks, views, dir) = inputs("interval join restart");
     let config = write_pipeline(&dir, 50, &JOINS);
     let loaded = streamsql::config::load(&config).unwrap();
     let out = dir.join("out");

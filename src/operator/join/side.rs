@@ -152,17 +152,15 @@ impl Side {
     /// The columns of the stored rows `at`, in that order.
     pub fn take(&self, at: &[RowRef]) -> Result<Vec<ArrayRef>> {
         // Each part used gets a number for `interleave`.
+        let mut ids: HashMap<(i64, u32), usize> = HashMap::new();
         let mut parts: Vec<(i64, u32)> = Vec::new();
         let indices: Vec<(usize, usize)> = at
             .iter()
             .map(|r| {
-                let id = match parts.iter().position(|p| *p == (r.bucket, r.part)) {
-                    Some(id) => id,
-                    None => {
-                        parts.push((r.bucket, r.part));
-                        parts.len() - 1
-                    }
-                };
+                let id = *ids.entry((r.bucket, r.part)).or_insert_with(|| {
+                    parts.push((r.bucket, r.part));
+                    parts.len() - 1
+                });
                 (id, r.row as usize)
             })
             .collect();
