@@ -452,8 +452,11 @@ pub struct Kills {
 /// its first new checkpoint (up to 2 / `wanted` of `full`, an uninterrupted
 /// run's duration, so the kills spread over the input), until `wanted` kills
 /// have landed. An attempt that finishes before its kill ends a round: `out`
-/// is removed and the next starts over. Each restart waits `restart_delay`
-/// after the attempt before it ended. Bounded in attempts and in time.
+/// is removed, the longest pause shrinks to 9/10 of the time that attempt
+/// ran after its checkpoint (runs against a slower or faster peer than the
+/// one `full` was measured with still get killed), and the next starts
+/// over. Each restart waits `restart_delay` after the attempt before it
+/// ended. Bounded in attempts and in time.
 pub fn kill_at_random_points(
     run: impl Fn() -> Command,
     out: &Path,
@@ -466,6 +469,7 @@ pub fn kill_at_random_points(
         count: 0,
         checkpoints: Vec::new(),
     };
+    let mut longest_pause = full.mul_f64(2.0 / wanted as f64);
     let deadline = Instant::now() + (full * 4 + restart_delay) * 10 + Duration::from_secs(60);
     for _ in 0..wanted * 3 + 4 {
         if kills.count >= wanted || Instant::now() > deadline {
@@ -484,10 +488,17 @@ pub fn kill_at_random_points(
         {
             std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(full.mul_f64(random.below(200) as f64 / 100.0 / wanted as f64));
-        match child.try_wait().expect("poll") {
+        let checkpointed = Instant::now();
+        let kill_at = checkpointed + longest_pause.mul_f64(random.below(100) as f64 / 100.0);
+        let mut ended = child.try_wait().expect("poll");
+        while ended.is_none() && Instant::now() < kill_at {
+            std::thread::sleep(Duration::from_millis(2));
+            ended = child.try_wait().expect("poll");
+        }
+        match ended {
             Some(status) => {
                 assert!(status.success(), "a run failed: {status}");
+                longest_pause = longest_pause.min(checkpointed.elapsed().mul_f64(0.9));
                 let _ = std::fs::remove_dir_all(out);
             }
             None => {
