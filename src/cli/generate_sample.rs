@@ -36,7 +36,10 @@ pub fn execute(args: Args) -> Result<()> {
         SampleKind::TaskEvents => task_events(&out, rows, args.parts, seed)?,
         SampleKind::WebLogs => web_logs(&out, rows, seed)?,
         SampleKind::AccessLog => access_log(&out, rows, seed)?,
-        SampleKind::ServerMetrics => server_metrics(&out, 12, rows, seed)?,
+        SampleKind::ServerMetrics => {
+            server_metrics(&out, 12, rows, seed)?;
+            split_by_metric(&out, &out.with_file_name("topics"))?;
+        }
         SampleKind::MachineUsage => machine_usage(&out, 8, rows, seed)?,
         SampleKind::CityEvents => city_events(&out, rows, seed)?,
     }
@@ -57,7 +60,8 @@ enum SampleKind {
     WebLogs,
     /// W3: an Apache combined access log.
     AccessLog,
-    /// W4: server metrics in the coursework CSV layout (rows = minutes).
+    /// W4: server metrics in the coursework CSV layout (rows = minutes), and
+    /// the same split by metric into seed 003's four topics (`topics/`).
     ServerMetrics,
     /// W4: Alibaba 2018 machine_usage layout (rows = minutes per machine).
     MachineUsage,
@@ -324,6 +328,32 @@ pub fn server_metrics(path: &Path, servers: usize, minutes: usize, seed: u64) ->
         }
     }
     out.finish()
+}
+
+/// Seed 003's four topics: the rows of a coursework-layout file split by
+/// metric into `cpu.csv`, `mem.csv`, `net.csv` and `disk.csv` in `dir` (`ts,
+/// server_id` and the metric's columns), as its producer sends them.
+pub fn split_by_metric(metrics: &Path, dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(metrics)
+        .map_err(|e| StreamSqlError::io(format!("cannot read {}", metrics.display()), e))?;
+    // Each topic's columns of `ts,server_id,cpu_pct,mem_pct,net_in,net_out,disk_io`.
+    let topics: [(&str, &[usize]); 4] = [
+        ("cpu", &[2]),
+        ("mem", &[3]),
+        ("net", &[4, 5]),
+        ("disk", &[6]),
+    ];
+    for (topic, columns) in topics {
+        let mut out = SampleFile::create(&dir.join(format!("{topic}.csv")))?;
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(',').collect();
+            let mut kept = vec![fields[0], fields[1]];
+            kept.extend(columns.iter().filter_map(|c| fields.get(*c)));
+            out.line(&kept.join(","))?;
+        }
+        out.finish()?;
+    }
+    Ok(())
 }
 
 /// W4 on measured data's layout: Alibaba cluster-trace-v2018

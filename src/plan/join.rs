@@ -19,7 +19,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::incremental::require_row_local;
-use super::query::tables_read;
+use super::query::{passes_unchanged, tables_read};
 use super::slot::BatchSlot;
 use super::{TableDef, TableRole, locate_keyword};
 use crate::error::{Diagnostic, Result, StreamSqlError};
@@ -54,6 +54,8 @@ pub fn has_join(plan: &LogicalPlan) -> Result<bool> {
 /// A planned join query: the tables of its two ports and its operator.
 pub struct PlannedJoin {
     pub inputs: Vec<String>,
+    /// What its rows are.
+    pub output: TableRole,
     pub operator: IntervalJoin,
 }
 
@@ -104,7 +106,7 @@ pub async fn plan_join(
     }
     let mut sides = Vec::new();
     for side in [&join.left, &join.right] {
-        sides.push(side_of(side, slots).map_err(|m| at_join(&m, BOUND_FIX))?);
+        sides.push(side_of(side, slots).map_err(|(m, fix)| at_join(&m, fix))?);
     }
     if join.on.is_empty() {
         return Err(at_join(
@@ -113,21 +115,33 @@ pub async fn plan_join(
             BOUND_FIX,
         ));
     }
-    // A side without its event time: the ON clause does not bound it.
-    let (Some(left_time), Some(right_time)) = (sides[0].time.clone(), sides[1].time.clone()) else {
-        return Err(at_join(UNBOUNDED, BOUND_FIX));
-    };
-    let time = [left_time, right_time];
-    let unit = sides[0].unit;
-    if unit != sides[1].unit {
-        return Err(at_join(
-            "the two sides' event times differ in type or unit, so one cannot bound the other",
-            "join sources whose event-time columns are both timestamps, or integers of one unit",
-        ));
+    // The first pair of time columns, one per side, the ON clause bounds.
+    let mut bounded = None;
+    for (l, r) in (sides[0].times.iter()).flat_map(|l| sides[1].times.iter().map(move |r| (l, r))) {
+        if l.unit != r.unit {
+            continue;
+        }
+        let columns = [l.column.clone(), r.column.clone()];
+        if let (Some(lo), Some(hi)) = time_bounds(&join, &columns, l.unit.is_some()) {
+            bounded = Some(([l.clone(), r.clone()], lo, hi));
+            break;
+        }
     }
-    let (Some(lo), Some(hi)) = time_bounds(&join, &time, unit.is_some()) else {
+    let Some((time, lo, hi)) = bounded else {
+        let units: Vec<_> = sides
+            .iter()
+            .flat_map(|s| &s.times)
+            .map(|t| t.unit)
+            .collect();
+        if units.windows(2).any(|u| u[0] != u[1]) {
+            return Err(at_join(
+                "the two sides' event times differ in type or unit, so one cannot bound the other",
+                "join sources whose event-time columns are both timestamps, or integers of one unit",
+            ));
+        }
         return Err(at_join(UNBOUNDED, BOUND_FIX));
     };
+    let unit = time[0].unit;
     // Integer offsets count the column's unit; widened by a millisecond each
     // way, as the watermark's milliseconds are rounded down.
     let (lo, hi) = match unit {
@@ -152,6 +166,18 @@ pub async fn plan_join(
         keys[0].push(state.create_physical_expr(l.clone(), join.left.schema())?);
         keys[1].push(state.create_physical_expr(r.clone(), join.right.schema())?);
     }
+    // The time equality of a window join does not route: a key's windows
+    // stay on one worker.
+    let is_time = |(l, r): &(Expr, Expr)| {
+        matches!((l, r), (Expr::Column(l), Expr::Column(r))
+            if *l == time[0].column && *r == time[1].column)
+    };
+    let mut routing_keys: Vec<usize> = (0..join.on.len())
+        .filter(|i| !is_time(&join.on[*i]))
+        .collect();
+    if routing_keys.is_empty() {
+        routing_keys = (0..join.on.len()).collect();
+    }
     let filter = match &join.filter {
         Some(f) => Some(state.create_physical_expr(f.clone(), &join.schema)?),
         None => None,
@@ -163,7 +189,7 @@ pub async fn plan_join(
     for (s, side) in [&join.left, &join.right].into_iter().enumerate() {
         let plan = state.create_physical_plan(side).await?;
         require_row_local(file, sql, &plan, false)?;
-        time_columns[s] = (side.schema().index_of_column(&time[s])?, unit);
+        time_columns[s] = (side.schema().index_of_column(&time[s].column)?, unit);
         pre.push(SubPlan {
             input: sides[s].slot.clone(),
             plan,
@@ -182,7 +208,9 @@ pub async fn plan_join(
             lo,
             hi,
             time_columns,
+            watermark_lags: [time[0].lag, time[1].lag],
             keys,
+            routing_keys,
             filter,
             condition: condition.join(" AND "),
         },
@@ -193,99 +221,135 @@ pub async fn plan_join(
             task_ctx: ctx.task_ctx(),
         },
     )?;
+    // An inner join of two window results on their windows is window
+    // results too, each window's rows once (a rule query may compare them).
+    let windows = join.join_type == JoinType::Inner && sides.iter().all(|s| s.windows);
     Ok(PlannedJoin {
         inputs: sides.into_iter().map(|s| s.table).collect(),
+        output: TableRole::Query {
+            windows,
+            updates: false,
+            times: Vec::new(),
+        },
         operator,
     })
 }
 
-/// One side of the join: the source it reads, its slot, its event-time
-/// column as the join sees it (and the unit of its integer values; `None`
-/// for a timestamp column).
+/// One side of the join: the table it reads, its slot, and the time
+/// columns that may bound the join.
 struct JoinSide {
     table: String,
     slot: BatchSlot,
-    /// `None` when the side does not pass it on (the ON clause does not
-    /// use it).
-    time: Option<Column>,
-    unit: Option<EventTimeUnit>,
+    /// Its source's event time, or the time columns of the results it reads,
+    /// as far as the side passes them on unchanged.
+    times: Vec<SideTime>,
+    /// Whether it reads window results (emitted once each).
+    windows: bool,
 }
 
-fn side_of(plan: &LogicalPlan, slots: &[(&TableDef, BatchSlot)]) -> Result<JoinSide, String> {
+/// A column of a join side its table's watermark bounds.
+#[derive(Clone)]
+struct SideTime {
+    column: Column,
+    /// What an integer value counts; `None` for a timestamp.
+    unit: Option<EventTimeUnit>,
+    /// How far behind the table's watermark its values may still come
+    /// (see [`crate::plan::TimeColumn`]).
+    lag: i64,
+}
+
+/// Side `plan` of a join, or why it cannot be joined (message and fix).
+fn side_of(
+    plan: &LogicalPlan,
+    slots: &[(&TableDef, BatchSlot)],
+) -> Result<JoinSide, (String, &'static str)> {
     let read: Vec<String> = tables_read(plan)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| (e.to_string(), BOUND_FIX))?
         .into_iter()
         .collect();
     let [table] = read.as_slice() else {
-        return Err(format!(
-            "each side of a join reads one stream; this one reads {}",
-            read.join(", ")
+        return Err((
+            format!(
+                "each side of a join reads one stream; this one reads {}",
+                read.join(", ")
+            ),
+            BOUND_FIX,
         ));
     };
     let Some((def, slot)) = slots.iter().find(|(t, _)| t.name == *table) else {
-        return Err(format!("`{table}` is not a table of this pipeline"));
-    };
-    let TableRole::Source { event_time, unit } = &def.role else {
-        return Err(format!(
-            "`{table}` has no event time to bound a join by: joins read sources (windows over \
-             results and `<source>_late` cannot be joined yet)"
+        return Err((
+            format!("`{table}` is not a table of this pipeline"),
+            BOUND_FIX,
         ));
     };
-    let Some((q, field)) = (plan.schema().iter()).find(|(_, f)| f.name() == event_time) else {
-        return Ok(JoinSide {
-            table: table.clone(),
-            slot: slot.clone(),
-            time: None,
-            unit: None,
-        });
-    };
-    let time = Column::new(q.cloned(), field.name());
-    if !is_event_time(plan, &time, event_time) {
-        return Err(format!(
-            "the join must bound `{table}`'s event time `{event_time}`, but that side does not \
-             select it unchanged"
-        ));
-    }
-    let unit = match field.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => None,
-        t if t.is_integer() => Some(*unit),
-        _ => {
-            return Err(format!(
-                "`{table}`'s event time `{event_time}` is not a time"
+    // The table's bounded columns: (name, unit of integers, lag).
+    let (declared, windows): (Vec<(&str, EventTimeUnit, i64)>, bool) = match &def.role {
+        TableRole::Source { event_time, unit } => (vec![(event_time.as_str(), *unit, 0)], false),
+        TableRole::Late => {
+            return Err((
+                format!(
+                    "`{table}` holds rows behind their source's watermark: no watermark bounds \
+                     them, so they cannot be joined"
+                ),
+                "join the source itself; late rows can be counted or selected in a query of \
+                 their own",
             ));
         }
+        TableRole::Query { updates: true, .. } => {
+            return Err((
+                format!("`{table}` emits updates: a window's row may change after it was joined"),
+                "set `emit: final` on the windowed query a join reads",
+            ));
+        }
+        TableRole::Query { times, windows, .. } => {
+            if times.is_empty() {
+                return Err((
+                    format!(
+                        "`{table}`'s rows have no time column its watermark bounds, so nothing \
+                         bounds a join of them"
+                    ),
+                    "join a windowed query's results (TUMBLE or HOP) on `window_start` or \
+                     `window_end`, selected unchanged, or join the sources",
+                ));
+            }
+            let unit = EventTimeUnit::default();
+            let times = times.iter().map(|t| (t.column.as_str(), unit, t.lag));
+            (times.collect(), *windows)
+        }
     };
+    let mut times = Vec::new();
+    for (name, unit, lag) in declared {
+        let Some((q, field)) = (plan.schema().iter()).find(|(_, f)| f.name() == name) else {
+            continue;
+        };
+        let column = Column::new(q.cloned(), field.name());
+        if !passes_unchanged(plan, &column, name) {
+            return Err((
+                format!(
+                    "the join must bound `{table}`'s time `{name}`, but that side does not \
+                     select it unchanged"
+                ),
+                BOUND_FIX,
+            ));
+        }
+        let unit = match field.data_type() {
+            DataType::Timestamp(TimeUnit::Millisecond, _) => None,
+            t if t.is_integer() => Some(unit),
+            _ => {
+                return Err((
+                    format!("`{table}`'s time `{name}` is not a time"),
+                    BOUND_FIX,
+                ));
+            }
+        };
+        times.push(SideTime { column, unit, lag });
+    }
     Ok(JoinSide {
         table: table.clone(),
         slot: slot.clone(),
-        time: Some(time),
-        unit,
+        times,
+        windows,
     })
-}
-
-/// Whether `column` of `plan` is the source's event-time column, passed on
-/// unchanged by every node below.
-fn is_event_time(plan: &LogicalPlan, column: &Column, event_time: &str) -> bool {
-    let Ok(index) = plan.schema().index_of_column(column) else {
-        return false;
-    };
-    match plan {
-        LogicalPlan::TableScan(_) => column.name == event_time,
-        LogicalPlan::Projection(p) => match &p.expr[index] {
-            Expr::Column(c) => is_event_time(&p.input, c, event_time),
-            Expr::Alias(a) => match a.expr.as_ref() {
-                Expr::Column(c) => is_event_time(&p.input, c, event_time),
-                _ => false,
-            },
-            _ => false,
-        },
-        LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
-            let input = plan.inputs()[0];
-            let (q, f) = input.schema().qualified_field(index);
-            is_event_time(input, &Column::new(q.cloned(), f.name()), event_time)
-        }
-        _ => false,
-    }
 }
 
 /// `lo <= left.time - right.time <= hi`, as far as the ON clause bounds it:

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{EmitMode, LoadedConfig};
+use crate::config::LoadedConfig;
 use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
 
 mod incremental;
@@ -22,7 +22,7 @@ mod slot;
 mod window_sql;
 
 pub(crate) use over::HistorySpec;
-pub use query::{QueryPlan, TableDef, TableRole};
+pub use query::{QueryPlan, TableDef, TableRole, TimeColumn};
 pub(crate) use slot::BatchSlot;
 pub(crate) use window_sql::WATERMARK_COLUMN;
 
@@ -98,29 +98,27 @@ pub async fn plan_pipeline(
     Ok(PipelinePlan { tables, queries })
 }
 
-/// What a query's rows are: window results, once each unless it emits
-/// updates; a query reading another's rows inherits what they are.
+/// What a query's rows are: what the query says (window results, a join's
+/// rows), or else what its input's rows are; a query reading another's rows
+/// may compute its time columns anew, so none are passed on.
 fn output_role(plan: &QueryPlan, tables: &[TableDef]) -> TableRole {
-    if plan.windowed {
-        return TableRole::Query {
-            windows: true,
-            updates: plan.emit == EmitMode::Update,
-        };
+    if let Some(role) = &plan.output {
+        return role.clone();
     }
     let read = |input: &String| tables.iter().find(|t| t.name == *input).map(|t| &t.role);
-    let role = match plan.inputs.as_slice() {
-        [input] => read(input),
-        _ => None,
+    let (windows, updates) = match plan.inputs.as_slice() {
+        [input] => match read(input) {
+            Some(TableRole::Query {
+                windows, updates, ..
+            }) => (*windows, *updates),
+            _ => (false, false),
+        },
+        _ => (false, false),
     };
-    match role {
-        Some(TableRole::Query { windows, updates }) => TableRole::Query {
-            windows: *windows,
-            updates: *updates,
-        },
-        _ => TableRole::Query {
-            windows: false,
-            updates: false,
-        },
+    TableRole::Query {
+        windows,
+        updates,
+        times: Vec::new(),
     }
 }
 

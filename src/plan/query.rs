@@ -29,7 +29,7 @@ use crate::config::EmitMode;
 use crate::error::{Diagnostic, Result, StreamSqlError};
 use crate::operator::history::HistoryOperator;
 use crate::operator::row_local::RowLocal;
-use crate::operator::window::{GroupColumn, WindowOperator, WindowedAggregate};
+use crate::operator::window::{GroupColumn, WindowOperator, WindowSpec, WindowedAggregate};
 use crate::operator::{Operator, SubPlan};
 use crate::source::EventTimeUnit;
 
@@ -53,8 +53,24 @@ pub enum TableRole {
     Late,
     /// Another query's results: `windows` when they are window results (a
     /// windowed query's, or a query's reading those), `updates` when a window
-    /// can appear in them more than once (an `emit: update` query's).
-    Query { windows: bool, updates: bool },
+    /// can appear in them more than once (an `emit: update` query's), `times`
+    /// the columns its watermark bounds (what a join of results is bounded
+    /// by).
+    Query {
+        windows: bool,
+        updates: bool,
+        times: Vec<TimeColumn>,
+    },
+}
+
+/// A timestamp column of a query's results that the query's watermark
+/// bounds: once the watermark is `w`, every row still to come has
+/// `column >= w - lag` (a window's end is after the watermark that closes
+/// it, its start at most its length before that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeColumn {
+    pub column: String,
+    pub lag: i64,
 }
 
 /// One query, planned into its operator (one instance per worker).
@@ -64,8 +80,9 @@ pub struct QueryPlan {
     /// The tables it reads, one per input port: one, or a join's two (the
     /// same twice for a self-join).
     pub inputs: Vec<String>,
-    /// Whether it aggregates windows (its rows are window results).
-    pub windowed: bool,
+    /// What its rows are when the query itself decides (a windowed query's
+    /// or a join's); `None` when they are what its input's rows are.
+    pub output: Option<TableRole>,
     pub output_schema: SchemaRef,
     pub operators: Vec<Box<dyn Operator>>,
 }
@@ -203,7 +220,7 @@ impl QueryPlan {
                 name: name.to_string(),
                 emit,
                 inputs: planned.inputs,
-                windowed: false,
+                output: Some(planned.output),
                 output_schema: planned.operator.output_schema(),
                 operators: vec![Box::new(planned.operator)],
             });
@@ -235,7 +252,11 @@ impl QueryPlan {
         let Some((table, input_slot)) = slots.into_iter().find(|(t, _)| t.name == input) else {
             return crate::internal_err!("planned table {input} is not registered");
         };
-        let call_windowed = call.is_some();
+        let output = call.as_ref().map(|call| TableRole::Query {
+            windows: true,
+            updates: emit == EmitMode::Update,
+            times: window_times(&logical, &call.spec),
+        });
         if let Some(call) = &call {
             let at = Diagnostic::new(&file_name, Some(call.line), String::new())
                 .at_column(Some(call.column));
@@ -281,10 +302,12 @@ impl QueryPlan {
                 TableRole::Query {
                     windows: true,
                     updates: false,
+                    ..
                 } => {}
                 TableRole::Query {
                     windows: true,
                     updates: true,
+                    ..
                 } => {
                     return Err(over_input(
                         format!(
@@ -324,7 +347,7 @@ impl QueryPlan {
                 name: name.to_string(),
                 emit,
                 inputs: vec![input],
-                windowed: false,
+                output: None,
                 output_schema,
                 operators: vec![Box::new(operator)],
             });
@@ -366,7 +389,7 @@ impl QueryPlan {
             name: name.to_string(),
             emit,
             inputs: vec![input],
-            windowed: call_windowed,
+            output,
             output_schema,
             operators: vec![operator],
         })
@@ -393,6 +416,67 @@ impl QueryPlan {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// The columns of a windowed query's results that are its windows' bounds,
+/// unchanged: `window_end` follows the watermark, `window_start` lags it by
+/// the window's length (sessions have no fixed length: none).
+fn window_times(logical: &LogicalPlan, spec: &WindowSpec) -> Vec<TimeColumn> {
+    if matches!(spec, WindowSpec::Session { .. }) {
+        return Vec::new();
+    }
+    let mut times = Vec::new();
+    for (q, field) in logical.schema().iter() {
+        let column = datafusion::common::Column::new(q.cloned(), field.name());
+        for (bound, lag) in [("window_start", spec.size()), ("window_end", 0)] {
+            if passes_unchanged(logical, &column, bound) {
+                times.push(TimeColumn {
+                    column: field.name().clone(),
+                    lag,
+                });
+            }
+        }
+    }
+    times
+}
+
+/// Whether `column` of `plan` is the scanned table's column `scanned`,
+/// passed on unchanged (renamed at most) by every node below, grouped by
+/// included.
+pub(super) fn passes_unchanged(
+    plan: &LogicalPlan,
+    column: &datafusion::common::Column,
+    scanned: &str,
+) -> bool {
+    use datafusion::logical_expr::Expr;
+    let Ok(index) = plan.schema().index_of_column(column) else {
+        return false;
+    };
+    let below = |expr: &Expr, input: &LogicalPlan| match expr {
+        Expr::Column(c) => passes_unchanged(input, c, scanned),
+        Expr::Alias(a) => match a.expr.as_ref() {
+            Expr::Column(c) => passes_unchanged(input, c, scanned),
+            _ => false,
+        },
+        _ => false,
+    };
+    match plan {
+        LogicalPlan::TableScan(_) => column.name == scanned,
+        LogicalPlan::Projection(p) => below(&p.expr[index], &p.input),
+        LogicalPlan::Aggregate(a) => {
+            index < a.group_expr.len() && below(&a.group_expr[index], &a.input)
+        }
+        LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) | LogicalPlan::Sort(_) => {
+            let input = plan.inputs()[0];
+            let (q, f) = input.schema().qualified_field(index);
+            passes_unchanged(
+                input,
+                &datafusion::common::Column::new(q.cloned(), f.name()),
+                scanned,
+            )
+        }
+        _ => false,
+    }
 }
 
 pub(super) fn tables_read(plan: &LogicalPlan) -> Result<BTreeSet<String>> {

@@ -292,7 +292,8 @@ fn w4_brute_force(
     out
 }
 
-fn assert_w4_alerts(out: &Path, want: &Windows) {
+/// What single-source W4 wrote: its `server_alerts`.
+fn w4_alerts(out: &Path) -> Windows {
     let mut got = BTreeMap::new();
     for batch in common::read_parts(&out.join("server_alerts")) {
         let (servers, starts) = (
@@ -311,6 +312,51 @@ fn assert_w4_alerts(out: &Path, want: &Windows) {
             );
         }
     }
+    got
+}
+
+/// What W4 on four topics wrote: `cpu_mem_alerts` and `net_disk_alerts`
+/// (each window once in each), put side by side as single-source W4's rows.
+fn w4_topic_alerts(out: &Path) -> Windows {
+    let mut got: Windows = BTreeMap::new();
+    for batch in common::read_parts(&out.join("cpu_mem_alerts")) {
+        let (servers, starts) = (
+            texts(&batch, "server_id"),
+            common::millis(&batch, "window_start"),
+        );
+        let (cpu, mem, alert) = (
+            floats(&batch, "avg_cpu"),
+            floats(&batch, "avg_mem"),
+            texts(&batch, "alert"),
+        );
+        for i in 0..batch.num_rows() {
+            let row = (cpu[i], mem[i], alert[i].clone(), None);
+            let old = got.insert((servers[i].clone().unwrap(), starts[i]), row);
+            assert!(old.is_none(), "a window twice in cpu_mem_alerts");
+        }
+    }
+    let mut net_disk_rows = 0;
+    for batch in common::read_parts(&out.join("net_disk_alerts")) {
+        let (servers, starts) = (
+            texts(&batch, "server_id"),
+            common::millis(&batch, "window_start"),
+        );
+        let alert = texts(&batch, "alert");
+        for i in 0..batch.num_rows() {
+            let key = (servers[i].clone().unwrap(), starts[i]);
+            let row = got
+                .get_mut(&key)
+                .unwrap_or_else(|| panic!("{key:?} in net_disk_alerts only"));
+            assert!(row.3.is_none(), "a window twice in net_disk_alerts");
+            row.3 = alert[i].clone();
+            net_disk_rows += 1;
+        }
+    }
+    assert_eq!(net_disk_rows, got.len(), "windows of cpu_mem_alerts only");
+    got
+}
+
+fn assert_w4_alerts(got: &Windows, want: &Windows) {
     assert_eq!(got.len(), want.len(), "windows after warm-up");
     let alerts = want
         .values()
@@ -329,19 +375,9 @@ fn assert_w4_alerts(out: &Path, want: &Windows) {
     }
 }
 
-#[test]
-fn w4_on_the_coursework_metrics_equals_a_brute_force_evaluation() {
-    let csv = dataset(
-        "server-metrics-coursework/dataset.csv",
-        "datasets/server-metrics-sample/metrics.csv",
-    );
-    let out = common::scratch_dir("w4-coursework");
-    let stdout = run_pipeline("server_monitoring", &out, ("SERVER_METRICS", &csv));
-    assert!(
-        stdout.contains("dead letters: none") && stdout.contains(", 0 late"),
-        "{stdout}"
-    );
-    let rows: Vec<_> = std::fs::read_to_string(&csv)
+/// The coursework layout's rows as the brute force reads them.
+fn coursework_rows(csv: &Path) -> Vec<(String, i64, f64, f64, f64, f64)> {
+    std::fs::read_to_string(csv)
         .unwrap()
         .lines()
         .skip(1)
@@ -358,11 +394,127 @@ fn w4_on_the_coursework_metrics_equals_a_brute_force_evaluation() {
                 n(6),
             )
         })
-        .collect();
-    assert_w4_alerts(
-        &out,
-        &w4_brute_force(&rows, [80.07, 89.36, 6104.83, 1839.94], 1e6),
+        .collect()
+}
+
+#[test]
+fn w4_on_the_coursework_metrics_equals_a_brute_force_evaluation() {
+    let csv = dataset(
+        "server-metrics-coursework/dataset.csv",
+        "datasets/server-metrics-sample/metrics.csv",
     );
+    let out = common::scratch_dir("w4-coursework");
+    let stdout = run_pipeline("server_monitoring", &out, ("SERVER_METRICS", &csv));
+    assert!(
+        stdout.contains("dead letters: none") && stdout.contains(", 0 late"),
+        "{stdout}"
+    );
+    assert_w4_alerts(
+        &w4_alerts(&out),
+        &w4_brute_force(
+            &coursework_rows(&csv),
+            [80.07, 89.36, 6104.83, 1839.94],
+            1e6,
+        ),
+    );
+}
+
+/// Seed 003's four topics: the coursework rows split by metric (each topic
+/// in its own order: rows swapped with their neighbour, 5 s apart, inside
+/// the 10 s watermark delay), windowed per topic and joined per server and
+/// window, at several batch sizes per topic and parallelisms: the alerts
+/// equal the brute force over the unsplit rows.
+#[test]
+fn w4_on_four_topics_equals_a_brute_force_evaluation_at_any_batch_size_and_parallelism() {
+    let csv = dataset(
+        "server-metrics-coursework/dataset.csv",
+        "datasets/server-metrics-sample/metrics.csv",
+    );
+    let dir = common::scratch_dir("w4-topics");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let topics: [(&str, &str, &[usize]); 4] = [
+        ("cpu", "cpu_pct", &[2]),
+        ("mem", "mem_pct", &[3]),
+        ("net", "net_in,net_out", &[4, 5]),
+        ("disk", "disk_io", &[6]),
+    ];
+    let mut random = common::Random::new("topic disorder");
+    for (topic, header, columns) in topics {
+        let mut rows: Vec<String> = (lines.iter())
+            .map(|f| {
+                let mut kept = vec![f[0], f[1]];
+                kept.extend(columns.iter().map(|c| f[*c]));
+                kept.join(",")
+            })
+            .collect();
+        let servers = lines.iter().filter(|f| f[0] == lines[0][0]).count();
+        // Swap one server-step with the next one (5 s later) now and then.
+        for step in (0..rows.len() / servers - 1).step_by(2) {
+            if random.below(2) == 0 {
+                for s in 0..servers {
+                    rows.swap(step * servers + s, (step + 1) * servers + s);
+                }
+            }
+        }
+        std::fs::write(
+            dir.join(format!("{topic}.csv")),
+            format!("ts,server_id,{header}\n{}\n", rows.join("\n")),
+        )
+        .unwrap();
+    }
+    let want = w4_brute_force(
+        &coursework_rows(&csv),
+        [80.07, 89.36, 6104.83, 1839.94],
+        1e6,
+    );
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let yaml = std::fs::read_to_string(Path::new(repo).join("pipelines.yaml"))
+        .unwrap()
+        .replace("sql: queries/", &format!("sql: {repo}/queries/"));
+    for (batch_rows, parallelism) in [
+        ([1000; 4], 1),
+        ([7, 100, 33, 1000], 2),
+        ([500, 64, 9, 2000], 4),
+    ] {
+        let (mut config, mut rest) = (String::new(), yaml.as_str());
+        let section = rest.find("  server_monitoring_topics:").unwrap();
+        config.push_str(&rest[..section]);
+        rest = &rest[section..];
+        for n in batch_rows {
+            let at = rest.find("batch_rows: 1000").unwrap();
+            config.push_str(&rest[..at]);
+            config.push_str(&format!("batch_rows: {n}"));
+            rest = &rest[at + "batch_rows: 1000".len()..];
+        }
+        config.push_str(rest);
+        let file = dir.join("pipelines.yaml");
+        std::fs::write(&file, config).unwrap();
+        let out = dir.join(format!("out-{parallelism}"));
+        let mut command = common::streamsql(&[
+            "run",
+            "server_monitoring_topics",
+            "--config",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--from-scratch",
+            "--parallelism",
+            &parallelism.to_string(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        command.env("SERVER_METRICS_TOPICS", &dir);
+        let stdout = common::assert_ok(&common::output_within(command, LIMIT));
+        assert!(
+            stdout.contains("dead letters: none") && stdout.contains(", 0 late"),
+            "{stdout}"
+        );
+        assert_w4_alerts(&w4_topic_alerts(&out), &want);
+    }
 }
 
 #[test]
@@ -395,7 +547,7 @@ fn w4_on_the_alibaba_machine_usage_equals_a_brute_force_evaluation() {
         })
         .collect();
     assert_w4_alerts(
-        &out,
+        &w4_alerts(&out),
         &w4_brute_force(&rows, [80.0, 95.0, 80.0, 60.0], 100.0),
     );
 }

@@ -16,6 +16,12 @@
 //! emitted exactly once, whichever side comes first; an outer row that never
 //! matched is emitted, with NULLs for the other side, when it is freed.
 //!
+//! A side may read window results (a *window join*): its time is then
+//! `window_start` or `window_end`, and the watermark that closed a window
+//! bounds what is still to come, `window_start` lagging it by the window's
+//! length; emitted once each and never late, such rows free the other
+//! side's state as source rows do.
+//!
 //! The residual condition (the bound itself, and any other predicate of the
 //! ON clause) is DataFusion's own expression, evaluated on the candidate
 //! pairs: the bound only narrows the candidates and frees the state.
@@ -50,7 +56,16 @@ pub struct IntervalJoinSpec {
     /// of its integer values, `None` for a timestamp) and its key
     /// expressions (same types on both sides).
     pub time_columns: [(usize, Option<EventTimeUnit>); 2],
+    /// Per side: how far behind its input's watermark its time values may
+    /// still come (0 for a source's event time; a window's length for the
+    /// `window_start` of window results).
+    pub watermark_lags: [i64; 2],
     pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// The keys (indices into `keys`) that place a row in its key group:
+    /// all but a window join's window, so that a key's joined windows come
+    /// from one worker, in window order (a rule query's `lag()` over them
+    /// needs that).
+    pub routing_keys: Vec<usize>,
     /// The ON condition beyond the keys, over the joined rows.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     /// What the ON condition says, for `explain` and the signature.
@@ -79,6 +94,7 @@ impl IntervalJoin {
                 pre[s].plan.schema(),
                 spec.time_columns[s],
                 spec.keys[s].clone(),
+                spec.routing_keys.clone(),
                 width,
             )
         };
@@ -123,7 +139,10 @@ impl IntervalJoin {
     /// returns the outer rows among them that never matched, joined with
     /// NULLs.
     fn expire(&mut self, s: usize) -> Result<Vec<RecordBatch>> {
-        let other = self.watermarks[1 - s];
+        let other = match self.watermarks[1 - s] {
+            w @ (i64::MIN | i64::MAX) => w,
+            w => w.saturating_sub(self.spec.watermark_lags[1 - s]),
+        };
         let before = match (other, s) {
             (i64::MAX, _) => i64::MAX,
             // A left row at t matches right rows at t - hi ..= t - lo.
@@ -150,20 +169,29 @@ impl IntervalJoin {
         theirs: Option<Vec<ArrayRef>>,
         rows: usize,
     ) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            Arc::clone(self.post.input.schema()),
+            self.joined_columns(s, mine, theirs, rows),
+        )?)
+    }
+
+    fn joined_columns(
+        &self,
+        s: usize,
+        mine: Vec<ArrayRef>,
+        theirs: Option<Vec<ArrayRef>>,
+        rows: usize,
+    ) -> Vec<ArrayRef> {
         let other = &self.sides[1 - s].schema;
         let theirs = theirs.unwrap_or_else(|| {
             (other.fields().iter())
                 .map(|f| new_null_array(f.data_type(), rows))
                 .collect()
         });
-        let columns = match s {
+        match s {
             0 => [mine, theirs].concat(),
             _ => [theirs, mine].concat(),
-        };
-        Ok(RecordBatch::try_new(
-            Arc::clone(self.post.input.schema()),
-            columns,
-        )?)
+        }
     }
 
     /// Joins a prepared batch of side `s` with what the other side holds:
@@ -215,19 +243,21 @@ impl IntervalJoin {
     /// The state schema: key group, side, whether the row has matched, then
     /// the joined columns (the other side's NULL).
     fn state_columns(&self, s: usize, rows: &RecordBatch, matched: &[bool]) -> Result<RecordBatch> {
-        let joined = self.joined(s, rows.columns().to_vec(), None, rows.num_rows())?;
+        // The other side's columns are NULL here, even where the joined
+        // rows' are not nullable (an inner join's).
         let mut fields = vec![
             Field::new(SIDE_COLUMN, DataType::UInt8, false),
             Field::new(MATCHED_COLUMN, DataType::Boolean, false),
         ];
         fields.extend(
-            (joined.schema().fields().iter()).map(|f| f.as_ref().clone().with_nullable(true)),
+            (self.post.input.schema().fields().iter())
+                .map(|f| f.as_ref().clone().with_nullable(true)),
         );
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt8Array::from(vec![s as u8; rows.num_rows()])),
             Arc::new(BooleanArray::from(matched.to_vec())),
         ];
-        columns.extend(joined.columns().iter().cloned());
+        columns.extend(self.joined_columns(s, rows.columns().to_vec(), None, rows.num_rows()));
         Ok(RecordBatch::try_new(
             Arc::new(Schema::new(fields)),
             columns,
@@ -279,7 +309,7 @@ impl Operator for IntervalJoin {
     }
 
     fn key_groups(&self, port: usize, prepared: &RecordBatch) -> Result<Option<Vec<u16>>> {
-        Ok(Some(self.sides[port].evaluate(prepared)?.key_groups()))
+        Ok(Some(self.sides[port].evaluate(prepared)?.groups))
     }
 
     async fn process(
@@ -385,9 +415,16 @@ impl Operator for IntervalJoin {
             JoinType::Full => "full outer",
             _ => "inner",
         };
+        let lags = match self.spec.watermark_lags {
+            [0, 0] => String::new(),
+            [l, r] => format!(
+                "; the left times come up to {l} ms, the right up to {r} ms behind their \
+                 watermarks"
+            ),
+        };
         Description {
             summary: format!(
-                "interval join ({kind}) on {}; left.time - right.time within [{} ms, {} ms]",
+                "interval join ({kind}) on {}; left.time - right.time within [{} ms, {} ms]{lags}",
                 self.spec.condition, self.spec.lo, self.spec.hi
             ),
             state: Some(

@@ -36,23 +36,15 @@ struct Part {
     /// matches, as in SQL).
     keys: Vec<Option<Box<[u8]>>>,
     matched: Vec<bool>,
+    groups: Vec<u16>,
 }
 
-/// A prepared batch's keys and event times, evaluated once.
+/// A prepared batch's keys, key groups and event times, evaluated once.
 pub struct Evaluated {
     pub keys: Vec<Option<Box<[u8]>>>,
+    /// The key group of each row, from its routing keys.
+    pub groups: Vec<u16>,
     pub times: Vec<i64>,
-}
-
-impl Evaluated {
-    /// The key group of each row (a NULL key's group is that of its
-    /// encoding: some fixed group, it never matches anyway).
-    pub fn key_groups(&self) -> Vec<u16> {
-        self.keys
-            .iter()
-            .map(|k| key_group(k.as_deref().unwrap_or(&[])))
-            .collect()
-    }
 }
 
 pub struct Side {
@@ -63,6 +55,10 @@ pub struct Side {
     unit: Option<EventTimeUnit>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     converter: RowConverter,
+    /// The keys (indices into `keys`) that decide a row's key group, and
+    /// their encoder when they are not all of them.
+    routing: Vec<usize>,
+    routing_converter: Option<RowConverter>,
     /// Milliseconds of event time per bucket.
     bucket_width: i64,
     buckets: BTreeMap<i64, Vec<Part>>,
@@ -75,14 +71,23 @@ impl Side {
         schema: SchemaRef,
         (time_column, unit): (usize, Option<EventTimeUnit>),
         keys: Vec<Arc<dyn PhysicalExpr>>,
+        routing: Vec<usize>,
         bucket_width: i64,
     ) -> Result<Self> {
         let fields = keys
             .iter()
             .map(|k| Ok(SortField::new(k.data_type(&schema)?)))
             .collect::<Result<Vec<_>>>()?;
+        let routing_converter = match routing.len() == keys.len() {
+            true => None,
+            false => Some(RowConverter::new(
+                routing.iter().map(|i| fields[*i].clone()).collect(),
+            )?),
+        };
         Ok(Self {
             converter: RowConverter::new(fields)?,
+            routing,
+            routing_converter,
             schema,
             time_column,
             unit,
@@ -107,6 +112,18 @@ impl Side {
                 (!null).then(|| Box::from(encoded.row(r).as_ref()))
             })
             .collect();
+        // A NULL key's group is that of its encoding: some fixed group, it
+        // never matches anyway.
+        let groups = match &self.routing_converter {
+            None => (0..n).map(|r| key_group(encoded.row(r).as_ref())).collect(),
+            Some(converter) => {
+                let routed: Vec<ArrayRef> = (self.routing.iter())
+                    .map(|i| Arc::clone(&columns[*i]))
+                    .collect();
+                let routed = converter.convert_columns(&routed)?;
+                (0..n).map(|r| key_group(routed.row(r).as_ref())).collect()
+            }
+        };
         // In milliseconds, as the source converts it for its watermark.
         let raw = cast(batch.column(self.time_column), &DataType::Int64)?;
         let Some(raw) = raw.as_any().downcast_ref::<Int64Array>() else {
@@ -120,7 +137,11 @@ impl Side {
                 None => *v,
             })
             .collect();
-        Ok(Evaluated { keys, times })
+        Ok(Evaluated {
+            keys,
+            groups,
+            times,
+        })
     }
 
     /// Stored rows with the key of each new row whose time `fits` the new
@@ -229,6 +250,7 @@ impl Side {
                 times: rows.iter().map(|r| new.times[*r as usize]).collect(),
                 keys: part_keys,
                 matched: rows.iter().map(|r| matched[*r as usize]).collect(),
+                groups: rows.iter().map(|r| new.groups[*r as usize]).collect(),
             });
         }
         Ok(())
@@ -273,12 +295,8 @@ impl Side {
     /// Every stored row, part by part, with whether it has matched and its
     /// key group.
     pub fn rows(&self) -> impl Iterator<Item = (&RecordBatch, &[bool], Vec<u16>)> {
-        self.buckets.values().flatten().map(|part| {
-            let groups = (part.keys.iter())
-                .map(|k| key_group(k.as_deref().unwrap_or(&[])))
-                .collect();
-            (&part.rows, part.matched.as_slice(), groups)
-        })
+        (self.buckets.values().flatten())
+            .map(|part| (&part.rows, part.matched.as_slice(), part.groups.clone()))
     }
 
     pub fn len(&self) -> usize {
