@@ -87,6 +87,33 @@ fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
          FROM task_events GROUP BY TUMBLE(time, INTERVAL '5' MINUTE), user",
     )
     .unwrap();
+    // An interval join (LEFT: unmatched submissions come out when freed)
+    // and a window join of two windowed queries, their state in every
+    // checkpoint too.
+    std::fs::write(
+        dir.join("scheduling_delay.sql"),
+        "SELECT s.job_id, s.task_index, s.time AS submitted, d.time AS scheduled
+         FROM task_events s
+         LEFT JOIN task_events d
+           ON s.job_id = d.job_id AND s.task_index = d.task_index AND d.event_type = 1
+          AND d.time BETWEEN s.time AND s.time + 600000000
+         WHERE s.event_type = 0",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("user_failures.sql"),
+        "SELECT window_start, user, count(*) AS failures
+         FROM task_events WHERE event_type = 3
+         GROUP BY TUMBLE(time, INTERVAL '5' MINUTE), user",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("user_failure_share.sql"),
+        "SELECT u.window_start, u.user, u.events, f.failures
+         FROM per_user u JOIN user_failures f
+           ON f.user = u.user AND f.window_start = u.window_start",
+    )
+    .unwrap();
     let source = common::task_events_source_yaml(&format!(
         "replay: {{ path: '{data}', batch_rows: {batch_rows} }}"
     ));
@@ -100,6 +127,9 @@ fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
       - {{ name: task_failure_metrics, sql: '{}', sinks: [ {{ parquet: {{}} }} ] }}
       - {{ name: sessions, sql: sessions.sql, sinks: [ {{ parquet: {{}} }} ] }}
       - {{ name: per_user, sql: per_user.sql, sinks: [ {{ parquet: {{}} }} ] }}
+      - {{ name: scheduling_delay, sql: scheduling_delay.sql, sinks: [ {{ parquet: {{}} }} ] }}
+      - {{ name: user_failures, sql: user_failures.sql }}
+      - {{ name: user_failure_share, sql: user_failure_share.sql, sinks: [ {{ parquet: {{}} }} ] }}
 ",
         w1.display()
     );
@@ -144,7 +174,13 @@ fn killed_at_random_points_and_restarted_the_output_is_identical() {
     let full = started.elapsed();
     eprintln!("uninterrupted run: {full:?}\n{stdout}");
     let expected = outputs(&reference);
-    for table in ["task_failure_metrics", "sessions", "per_user"] {
+    for table in [
+        "task_failure_metrics",
+        "sessions",
+        "per_user",
+        "scheduling_delay",
+        "user_failure_share",
+    ] {
         let rows = &expected.iter().find(|(t, _)| t == table).unwrap().1;
         assert!(!rows.is_empty(), "{table} is empty");
     }
