@@ -2,7 +2,8 @@
 //!
 //! A query is planned into one [`Operator`] (see [`crate::plan`]): a
 //! row-local step ([`row_local`]), a windowed aggregate ([`window`]), the
-//! bounded history of a rule query with window functions ([`history`]) or
+//! bounded history of a rule query with window functions ([`history`]), an
+//! aggregate or ranking per window over window results ([`per_window`]) or
 //! an interval join of two streams ([`join`]). Each
 //! owns its DataFusion sub-plans and its state; the runtime only moves rows
 //! and watermarks between them and checkpoints what [`Operator::snapshot`]
@@ -14,6 +15,7 @@
 
 pub(crate) mod history;
 pub(crate) mod join;
+pub(crate) mod per_window;
 pub(crate) mod row_local;
 pub(crate) mod window;
 

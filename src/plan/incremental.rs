@@ -27,8 +27,8 @@ use super::{WATERMARK_COLUMN, locate_keyword};
 use crate::error::{Diagnostic, Diagnostics};
 
 /// Why a construct cannot run incrementally, and how to write it instead.
-struct Refusal {
-    message: &'static str,
+pub(super) struct Refusal {
+    pub message: &'static str,
     fix: &'static str,
 }
 
@@ -70,7 +70,7 @@ const DISTINCT: Refusal = Refusal {
     fix: "deduplicate per window: GROUP BY TUMBLE(<time>, INTERVAL '1' MINUTE), <the columns>",
 };
 
-const GROUP_BY: Refusal = Refusal {
+pub(super) const GROUP_BY: Refusal = Refusal {
     message: "GROUP BY without a window keeps state forever",
     fix: "group by TUMBLE(...), HOP(...) or SESSION(...) on the event time column",
 };
@@ -220,9 +220,40 @@ pub fn require_row_local(
     plan: &Arc<dyn ExecutionPlan>,
     window_functions: bool,
 ) -> Result<(), Diagnostic> {
+    let allowed = |name: &str| match name {
+        "WindowAggExec" | "BoundedWindowAggExec" => window_functions,
+        _ => false,
+    };
+    require_steps(file, sql, plan, &allowed)
+}
+
+/// Like [`require_row_local`], accepting aggregates and window functions
+/// too: the plan runs over complete windows (see
+/// [`crate::operator::per_window`]).
+pub fn require_per_window(
+    file: &str,
+    sql: &str,
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Result<(), Diagnostic> {
+    let allowed = |name: &str| {
+        matches!(
+            name,
+            "AggregateExec" | "WindowAggExec" | "BoundedWindowAggExec"
+        )
+    };
+    require_steps(file, sql, plan, &allowed)
+}
+
+/// Every node of `plan` row-local or `allowed`.
+fn require_steps(
+    file: &str,
+    sql: &str,
+    plan: &Arc<dyn ExecutionPlan>,
+    allowed: &dyn Fn(&str) -> bool,
+) -> Result<(), Diagnostic> {
     let name = plan.name();
     let row_local = match name {
-        "WindowAggExec" | "BoundedWindowAggExec" => window_functions,
+        n if allowed(n) => true,
         "ProjectionExec"
         | "FilterExec"
         | "CoalesceBatchesExec"
@@ -269,7 +300,7 @@ pub fn require_row_local(
             .with_fix(refusal.fix));
     }
     for child in plan.children() {
-        require_row_local(file, sql, child, window_functions)?;
+        require_steps(file, sql, child, allowed)?;
     }
     Ok(())
 }

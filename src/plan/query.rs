@@ -18,7 +18,7 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-use super::incremental::{refuse_statement, require_row_local};
+use super::incremental::{GROUP_BY, refuse_statement, require_per_window, require_row_local};
 use super::join::{has_join, plan_join};
 use super::over::{has_window_functions, split_over};
 use super::params::bind_params;
@@ -26,8 +26,9 @@ use super::slot::BatchSlot;
 use super::window_sql::{WATERMARK_COLUMN, WindowCall, rewrite_window};
 use super::{diagnostic_at, locate_word};
 use crate::config::EmitMode;
-use crate::error::{Diagnostic, Result, StreamSqlError};
+use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
 use crate::operator::history::HistoryOperator;
+use crate::operator::per_window::PerWindow;
 use crate::operator::row_local::RowLocal;
 use crate::operator::window::{GroupColumn, WindowOperator, WindowSpec, WindowedAggregate};
 use crate::operator::{Operator, SubPlan};
@@ -171,10 +172,18 @@ impl QueryPlan {
                     "a query file holds one SELECT statement",
                 )
             })?;
+        // A GROUP BY without a window is refused unless the query turns out
+        // to aggregate window results per window (known once planned).
+        let mut group_by_refused = None;
         let call = match &mut statement {
             DFStatement::Statement(inner) => {
                 let call = rewrite_window(inner, &file_name)?;
-                refuse_statement(&file_name, sql, inner).map_err(StreamSqlError::Invalid)?;
+                if let Err(Diagnostics(found)) = refuse_statement(&file_name, sql, inner) {
+                    if found.iter().any(|d| d.message != GROUP_BY.message) {
+                        return Err(StreamSqlError::Invalid(Diagnostics(found)));
+                    }
+                    group_by_refused = Some(Diagnostics(found));
+                }
                 call
             }
             _ => {
@@ -204,7 +213,12 @@ impl QueryPlan {
             )
         })?;
         let logical = bind_params(&file_name, sql, logical, params)?;
+        let refused = |found: Option<Diagnostics>| match found {
+            Some(found) => Err(StreamSqlError::Invalid(found)),
+            None => Ok(()),
+        };
         if has_join(&logical)? {
+            refused(group_by_refused.clone())?;
             if let Some(call) = &call {
                 return Err(Diagnostic::new(
                     &file_name,
@@ -280,6 +294,50 @@ impl QueryPlan {
                 }
             }
         }
+        if call.is_none()
+            && let Some(window) = per_window_column(&table.role, &logical)?
+        {
+            let physical = state.create_physical_plan(&logical).await?;
+            require_per_window(&file_name, sql, &physical)?;
+            let window_column = input_slot.schema().index_of(&window.column)?;
+            let output_schema = physical.schema();
+            let TableRole::Query { times, .. } = &table.role else {
+                return crate::internal_err!("per-window input is not window results");
+            };
+            let output = TableRole::Query {
+                windows: true,
+                updates: false,
+                times: passed_times(&logical, times),
+            };
+            let operator = PerWindow::new(
+                SubPlan {
+                    input: input_slot,
+                    plan: physical,
+                    task_ctx: ctx.task_ctx(),
+                },
+                window_column,
+            );
+            return Ok(Self {
+                name: name.to_string(),
+                emit,
+                inputs: vec![input],
+                output: Some(output),
+                output_schema,
+                operators: vec![Box::new(operator)],
+            });
+        }
+        if let (Some(Diagnostics(found)), TableRole::Query { windows: true, .. }) =
+            (&mut group_by_refused, &table.role)
+        {
+            for d in found {
+                d.fix = format!(
+                    "`{input}` holds window results: group them by their window (`GROUP BY \
+                     window_start`, and keys), whose rows come together; for coarser \
+                     buckets, window the source by them"
+                );
+            }
+        }
+        refused(group_by_refused)?;
         if let Some(call) = &call
             && has_window_functions(&logical)?
         {
@@ -425,19 +483,87 @@ fn window_times(logical: &LogicalPlan, spec: &WindowSpec) -> Vec<TimeColumn> {
     if matches!(spec, WindowSpec::Session { .. }) {
         return Vec::new();
     }
-    let mut times = Vec::new();
+    let bounds = [
+        TimeColumn {
+            column: "window_start".into(),
+            lag: spec.size(),
+        },
+        TimeColumn {
+            column: "window_end".into(),
+            lag: 0,
+        },
+    ];
+    passed_times(logical, &bounds)
+}
+
+/// The output columns of `logical` that are one of its input's time columns
+/// `times`, unchanged, with the same lag.
+fn passed_times(logical: &LogicalPlan, times: &[TimeColumn]) -> Vec<TimeColumn> {
+    let mut passed = Vec::new();
     for (q, field) in logical.schema().iter() {
         let column = datafusion::common::Column::new(q.cloned(), field.name());
-        for (bound, lag) in [("window_start", spec.size()), ("window_end", 0)] {
-            if passes_unchanged(logical, &column, bound) {
-                times.push(TimeColumn {
+        for time in times {
+            if passes_unchanged(logical, &column, &time.column) {
+                passed.push(TimeColumn {
                     column: field.name().clone(),
-                    lag,
+                    lag: time.lag,
                 });
             }
         }
     }
-    times
+    passed
+}
+
+/// When `logical` reads window results (`role`) and aggregates or ranks
+/// them per window (every GROUP BY, and every window function's PARTITION
+/// BY, holds one of their time columns): the time column that routes them.
+/// `None` when it is not such a query.
+fn per_window_column(role: &TableRole, logical: &LogicalPlan) -> Result<Option<TimeColumn>> {
+    use datafusion::logical_expr::Expr;
+    let TableRole::Query {
+        windows: true,
+        updates: false,
+        times,
+    } = role
+    else {
+        return Ok(None);
+    };
+    // The input time column `expr` is, below `input`.
+    let time_of = |expr: &Expr, input: &LogicalPlan| -> Option<TimeColumn> {
+        let Expr::Column(c) = expr else {
+            return None;
+        };
+        (times.iter())
+            .find(|t| passes_unchanged(input, c, &t.column))
+            .cloned()
+    };
+    let (mut per_window, mut found) = (true, None::<TimeColumn>);
+    logical.apply(|node| {
+        let keyed: Vec<Option<TimeColumn>> = match node {
+            LogicalPlan::Aggregate(a) => {
+                vec![a.group_expr.iter().find_map(|e| time_of(e, &a.input))]
+            }
+            LogicalPlan::Window(w) => (w.window_expr.iter())
+                .map(|e| match e.clone().unalias() {
+                    Expr::WindowFunction(f) => f
+                        .params
+                        .partition_by
+                        .iter()
+                        .find_map(|e| time_of(e, &w.input)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for time in keyed {
+            match time {
+                Some(time) => found = found.take().or(Some(time)),
+                None => per_window = false,
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(found.filter(|_| per_window))
 }
 
 /// Whether `column` of `plan` is the scanned table's column `scanned`,
@@ -466,7 +592,12 @@ pub(super) fn passes_unchanged(
         LogicalPlan::Aggregate(a) => {
             index < a.group_expr.len() && below(&a.group_expr[index], &a.input)
         }
-        LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) | LogicalPlan::Sort(_) => {
+        // A window node passes its input's columns on, its functions after.
+        LogicalPlan::Window(w) if index >= w.input.schema().fields().len() => false,
+        LogicalPlan::Filter(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Window(_) => {
             let input = plan.inputs()[0];
             let (q, f) = input.schema().qualified_field(index);
             passes_unchanged(

@@ -473,9 +473,34 @@ fn w4_on_four_topics_equals_a_brute_force_evaluation_at_any_batch_size_and_paral
         1e6,
     );
     let repo = env!("CARGO_MANIFEST_DIR");
+    // Two queries per window over cpu_windows' results: the fleet's size
+    // and busiest average, and each window's two busiest servers.
+    std::fs::write(
+        dir.join("fleet.sql"),
+        "SELECT window_start, count(*) AS servers, max(avg_cpu) AS busiest
+         FROM cpu_windows GROUP BY window_start",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("top2.sql"),
+        "SELECT window_start, server_id, avg_cpu, place FROM (
+           SELECT window_start, server_id, avg_cpu,
+                  ROW_NUMBER() OVER (PARTITION BY window_start ORDER BY avg_cpu DESC, server_id) AS place
+           FROM cpu_windows)
+         WHERE place <= 2",
+    )
+    .unwrap();
+    let extra = format!(
+        "\n      - {{ name: fleet, sql: {0}/fleet.sql, sinks: [ parquet: {{}} ] }}\
+         \n      - {{ name: top2, sql: {0}/top2.sql, sinks: [ parquet: {{}} ] }}",
+        dir.display()
+    );
+    let last = "net_disk_alerts.sql, sinks: [ parquet: {}, console: {} ] }";
     let yaml = std::fs::read_to_string(Path::new(repo).join("pipelines.yaml"))
         .unwrap()
-        .replace("sql: queries/", &format!("sql: {repo}/queries/"));
+        .replace("sql: queries/", &format!("sql: {repo}/queries/"))
+        .replace(last, &format!("{last}{extra}"));
+    let (want_fleet, want_top2) = cpu_windows_per_window(&coursework_rows(&csv));
     for (batch_rows, parallelism) in [
         ([1000; 4], 1),
         ([7, 100, 33, 1000], 2),
@@ -514,7 +539,79 @@ fn w4_on_four_topics_equals_a_brute_force_evaluation_at_any_batch_size_and_paral
             "{stdout}"
         );
         assert_w4_alerts(&w4_topic_alerts(&out), &want);
+        let mut fleet = BTreeMap::new();
+        for batch in common::read_parts(&out.join("fleet")) {
+            let starts = common::millis(&batch, "window_start");
+            let (servers, busiest) = (floats(&batch, "servers"), floats(&batch, "busiest"));
+            for i in 0..batch.num_rows() {
+                let old = fleet.insert(starts[i], (servers[i] as usize, busiest[i]));
+                assert!(old.is_none(), "window {} twice in fleet", starts[i]);
+            }
+        }
+        assert_eq!(fleet.len(), want_fleet.len(), "fleet windows");
+        for (start, (servers, busiest)) in &want_fleet {
+            let got = fleet[start];
+            assert!(
+                got.0 == *servers && (got.1 - busiest).abs() < 1e-9,
+                "fleet at {start}: {got:?} vs {:?}",
+                (servers, busiest)
+            );
+        }
+        let mut top2 = BTreeMap::new();
+        for batch in common::read_parts(&out.join("top2")) {
+            let (starts, servers) = (
+                common::millis(&batch, "window_start"),
+                texts(&batch, "server_id"),
+            );
+            let (averages, places) = (floats(&batch, "avg_cpu"), floats(&batch, "place"));
+            for i in 0..batch.num_rows() {
+                let key = (starts[i], places[i] as usize);
+                top2.insert(key, (averages[i], servers[i].clone().unwrap()));
+            }
+        }
+        assert_eq!(top2.len(), want_top2.len(), "places");
+        for (key, (average, server, tied)) in &want_top2 {
+            let got = &top2[key];
+            // Servers whose averages tie may come in either order.
+            assert!(
+                (got.0 - average).abs() < 1e-9 && (*tied || got.1 == *server),
+                "place {key:?}: {got:?} vs {server} {average}"
+            );
+        }
     }
+}
+
+type Fleet = BTreeMap<i64, (usize, f64)>;
+/// Per window and place: the average, the server, whether another server's
+/// average is within 1e-9 of it.
+type Places = BTreeMap<(i64, usize), (f64, String, bool)>;
+
+/// Per 30 s window sliding by 10 s, brute force: how many servers it has and
+/// the busiest one's average CPU, and its two busiest servers (ties by name).
+fn cpu_windows_per_window(rows: &[(String, i64, f64, f64, f64, f64)]) -> (Fleet, Places) {
+    let mut windows: BTreeMap<i64, BTreeMap<String, (f64, f64)>> = BTreeMap::new();
+    for (server, t, cpu, ..) in rows {
+        let last = t.div_euclid(10) * 10;
+        for start in [last - 20, last - 10, last] {
+            let acc = (windows.entry(start * 1000).or_default())
+                .entry(server.clone())
+                .or_default();
+            *acc = (acc.0 + cpu, acc.1 + 1.0);
+        }
+    }
+    let (mut fleet, mut places) = (BTreeMap::new(), BTreeMap::new());
+    for (start, servers) in windows {
+        let mut averages: Vec<(f64, String)> = (servers.iter())
+            .map(|(s, (sum, n))| (sum / n, s.clone()))
+            .collect();
+        averages.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        fleet.insert(start, (averages.len(), averages[0].0));
+        for (place, (average, server)) in averages.iter().take(2).enumerate() {
+            let tied = (averages.iter().filter(|(a, _)| (a - average).abs() < 1e-9)).count() > 1;
+            places.insert((start, place + 1), (*average, server.clone(), tied));
+        }
+    }
+    (fleet, places)
 }
 
 #[test]
