@@ -26,6 +26,9 @@ pub struct Args {
     parts: usize,
     #[arg(long, default_value_t = 2011)]
     seed: u64,
+    /// Events per out-of-order group, for nexmark (1: in time order).
+    #[arg(long, default_value_t = 1)]
+    disorder: usize,
 }
 
 pub fn execute(args: Args) -> Result<()> {
@@ -42,6 +45,7 @@ pub fn execute(args: Args) -> Result<()> {
         }
         SampleKind::MachineUsage => machine_usage(&out, 8, rows, seed)?,
         SampleKind::CityEvents => city_events(&out, rows, seed)?,
+        SampleKind::Nexmark => nexmark(&out, rows, args.disorder)?,
     }
     println!(
         "wrote the {:?} sample ({rows} rows) to {}",
@@ -67,6 +71,8 @@ enum SampleKind {
     MachineUsage,
     /// W5: JSON city events.
     CityEvents,
+    /// Nexmark: person, auction and bid events (JSON lines, gzip).
+    Nexmark,
 }
 
 impl SampleKind {
@@ -79,6 +85,7 @@ impl SampleKind {
             SampleKind::ServerMetrics => ("datasets/server-metrics-sample/metrics.csv", 60),
             SampleKind::MachineUsage => ("datasets/server-metrics-sample/machine_usage.csv", 180),
             SampleKind::CityEvents => ("datasets/city-events-sample/events.jsonl.gz", 20_000),
+            SampleKind::Nexmark => ("datasets/nexmark-sample", 50_000),
         }
     }
 }
@@ -420,6 +427,53 @@ pub fn city_events(path: &Path, rows: usize, seed: u64) -> Result<()> {
         }
     }
     out.finish()
+}
+
+/// Nexmark's events from RisingWave's `nexmark` generator (the one Flink's
+/// and Arroyo's suites use, as a library): `person.jsonl.gz`,
+/// `auction.jsonl.gz` and `bid.jsonl.gz` in `dir`, `rows` events at 1,000 per
+/// second of event time from [`SAMPLE_START_MS`], in groups of `disorder`
+/// events in pseudo-random order. Times are ISO 8601; the generator's
+/// `extra` padding is left out (no query reads it).
+pub fn nexmark(dir: &Path, rows: usize, disorder: usize) -> Result<()> {
+    use nexmark::event::Event;
+    use serde_json::json;
+    let config = nexmark::config::NexmarkConfig {
+        base_time: SAMPLE_START_MS as u64,
+        first_rate: 1_000,
+        next_rate: 1_000,
+        out_of_order_group_size: disorder.max(1),
+        ..Default::default()
+    };
+    let file = |name: &str| SampleFile::create(&dir.join(format!("{name}.jsonl.gz")));
+    let (mut person, mut auction, mut bid) = (file("person")?, file("auction")?, file("bid")?);
+    let time = |ms: u64| iso(ms as i64);
+    for event in nexmark::EventGenerator::new(config).take(rows) {
+        let (out, row) = match event {
+            Event::Person(p) => (
+                &mut person,
+                json!({"id": p.id, "name": p.name, "email_address": p.email_address,
+                    "credit_card": p.credit_card, "city": p.city, "state": p.state,
+                    "date_time": time(p.date_time)}),
+            ),
+            Event::Auction(a) => (
+                &mut auction,
+                json!({"id": a.id, "item_name": a.item_name, "description": a.description,
+                    "initial_bid": a.initial_bid, "reserve": a.reserve,
+                    "date_time": time(a.date_time), "expires": time(a.expires),
+                    "seller": a.seller, "category": a.category}),
+            ),
+            Event::Bid(b) => (
+                &mut bid,
+                json!({"auction": b.auction, "bidder": b.bidder, "price": b.price,
+                    "channel": b.channel, "url": b.url, "date_time": time(b.date_time)}),
+            ),
+        };
+        out.line(&row.to_string())?;
+    }
+    person.finish()?;
+    auction.finish()?;
+    bid.finish()
 }
 
 /// Event types with the mix seen in the 2011 trace: SUBMIT, SCHEDULE, EVICT,
