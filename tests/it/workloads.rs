@@ -472,7 +472,6 @@ fn w4_on_four_topics_equals_a_brute_force_evaluation_at_any_batch_size_and_paral
         [80.07, 89.36, 6104.83, 1839.94],
         1e6,
     );
-    let repo = env!("CARGO_MANIFEST_DIR");
     // Two queries per window over cpu_windows' results: the fleet's size
     // and busiest average, and each window's two busiest servers.
     std::fs::write(
@@ -495,28 +494,18 @@ fn w4_on_four_topics_equals_a_brute_force_evaluation_at_any_batch_size_and_paral
          \n      - {{ name: top2, sql: {0}/top2.sql, sinks: [ parquet: {{}} ] }}",
         dir.display()
     );
-    let last = "net_disk_alerts.sql, sinks: [ parquet: {}, console: {} ] }";
-    let yaml = std::fs::read_to_string(Path::new(repo).join("pipelines.yaml"))
-        .unwrap()
-        .replace("sql: queries/", &format!("sql: {repo}/queries/"))
-        .replace(last, &format!("{last}{extra}"));
     let (want_fleet, want_top2) = cpu_windows_per_window(&coursework_rows(&csv));
     for (batch_rows, parallelism) in [
         ([1000; 4], 1),
         ([7, 100, 33, 1000], 2),
         ([500, 64, 9, 2000], 4),
     ] {
-        let (mut config, mut rest) = (String::new(), yaml.as_str());
-        let section = rest.find("  server_monitoring_topics:").unwrap();
-        config.push_str(&rest[..section]);
-        rest = &rest[section..];
-        for n in batch_rows {
-            let at = rest.find("batch_rows: 1000").unwrap();
-            config.push_str(&rest[..at]);
-            config.push_str(&format!("batch_rows: {n}"));
-            rest = &rest[at + "batch_rows: 1000".len()..];
-        }
-        config.push_str(rest);
+        let config = common::repo_pipelines_variant(
+            "server_monitoring_topics",
+            "net_disk_alerts.sql, sinks: [ parquet: {}, console: {} ] }",
+            &extra,
+            &batch_rows,
+        );
         let file = dir.join("pipelines.yaml");
         std::fs::write(&file, config).unwrap();
         let out = dir.join(format!("out-{parallelism}"));

@@ -516,3 +516,36 @@ pub fn kill_at_random_points(
     );
     kills
 }
+
+/// The repository's `pipelines.yaml` with its SQL paths made absolute (so
+/// that it can be written anywhere), `extra` appended to the query list of
+/// pipeline `name` after the query whose line ends `after`, and that
+/// pipeline's sources replaying `batch_rows[i]` lines per batch (in order).
+pub fn repo_pipelines_variant(
+    name: &str,
+    after: &str,
+    extra: &str,
+    batch_rows: &[usize],
+) -> String {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let yaml = std::fs::read_to_string(Path::new(repo).join("pipelines.yaml"))
+        .unwrap()
+        .replace("sql: queries/", &format!("sql: {repo}/queries/"));
+    let section = yaml
+        .find(&format!("\n  {name}:\n"))
+        .unwrap_or_else(|| panic!("no pipeline {name}"));
+    let (mut config, mut rest) = (yaml[..section].to_string(), &yaml[section..]);
+    for n in batch_rows {
+        let at = rest
+            .find("batch_rows: 1000")
+            .expect("a source of 1000-line batches");
+        config.push_str(&rest[..at]);
+        config.push_str(&format!("batch_rows: {n}"));
+        rest = &rest[at + "batch_rows: 1000".len()..];
+    }
+    let at = rest.find(after).expect("the query to append after") + after.len();
+    config.push_str(&rest[..at]);
+    config.push_str(extra);
+    config.push_str(&rest[at..]);
+    config
+}
