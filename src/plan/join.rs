@@ -221,9 +221,11 @@ pub async fn plan_join(
             task_ctx: ctx.task_ctx(),
         },
     )?;
-    // An inner join of two window results on their windows is window
-    // results too, each window's rows once (a rule query may compare them).
-    let windows = join.join_type == JoinType::Inner && sides.iter().all(|s| s.windows);
+    // An inner join of two window results on an equality of their windows
+    // is window results too: a key's pairs come out in window order (a rule
+    // query may compare them). A range of windows would pair a later window
+    // of one side before an earlier one of the other.
+    let windows = join.join_type == JoinType::Inner && lo == hi && sides.iter().all(|s| s.windows);
     Ok(PlannedJoin {
         inputs: sides.into_iter().map(|s| s.table).collect(),
         output: TableRole::Query {

@@ -326,15 +326,32 @@ impl QueryPlan {
                 operators: vec![Box::new(operator)],
             });
         }
-        if let (Some(Diagnostics(found)), TableRole::Query { windows: true, .. }) =
-            (&mut group_by_refused, &table.role)
+        if let (
+            Some(Diagnostics(found)),
+            TableRole::Query {
+                windows: true,
+                updates,
+                times,
+            },
+        ) = (&mut group_by_refused, &table.role)
         {
-            for d in found {
-                d.fix = format!(
+            let fix = match (updates, times.is_empty()) {
+                (false, false) => format!(
                     "`{input}` holds window results: group them by their window (`GROUP BY \
                      window_start`, and keys), whose rows come together; for coarser \
                      buckets, window the source by them"
-                );
+                ),
+                (true, _) => format!(
+                    "`{input}` emits updates: set `emit: final` on it to aggregate its \
+                     windows by `window_start`"
+                ),
+                (false, true) => format!(
+                    "`{input}`'s windows are not traced to a windowed query's `window_start`: \
+                     aggregate a windowed query's results directly"
+                ),
+            };
+            for d in found {
+                d.fix = fix.clone();
             }
         }
         refused(group_by_refused)?;

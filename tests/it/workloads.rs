@@ -555,7 +555,8 @@ fn w4_on_four_topics_equals_a_brute_force_evaluation_at_any_batch_size_and_paral
             let (averages, places) = (floats(&batch, "avg_cpu"), floats(&batch, "place"));
             for i in 0..batch.num_rows() {
                 let key = (starts[i], places[i] as usize);
-                top2.insert(key, (averages[i], servers[i].clone().unwrap()));
+                let old = top2.insert(key, (averages[i], servers[i].clone().unwrap()));
+                assert!(old.is_none(), "place {key:?} twice in top2");
             }
         }
         assert_eq!(top2.len(), want_top2.len(), "places");

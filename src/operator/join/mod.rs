@@ -105,10 +105,12 @@ impl IntervalJoin {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        // The routing keys decide the key groups stored with the state.
         let signature = format!(
-            "interval join {} on {}; left [{}]; right [{}]",
+            "interval join {} on {}; routed by keys {:?}; left [{}]; right [{}]",
             spec.join_type,
             spec.condition,
+            spec.routing_keys,
             fields(&sides[0]),
             fields(&sides[1])
         );
