@@ -394,9 +394,9 @@ impl QueryPlan {
                 _ => {
                     return Err(over_input(
                         format!(
-                            "window functions (OVER) read a key's earlier window results; `{input}` is a stream of events"
+                            "window functions (OVER) read a key's earlier window results; `{input}` is a stream of events, not window results in window order"
                         ),
-                        "aggregate the events in a windowed query first, and use OVER in a query that selects from it",
+                        "aggregate the events in a windowed query first, and use OVER in a query that selects from it (or from an inner join of two on equal windows)",
                     ));
                 }
             }
