@@ -88,13 +88,7 @@ impl Operator for HistoryOperator {
             .map(without_key_groups)
             .collect::<Result<Vec<_>>>()?;
         let rows = concat_batches(&self.history.schema, &rows)?;
-        let mine: BooleanArray = self
-            .history
-            .key_groups(&rows)?
-            .into_iter()
-            .map(|g| Some(owned.contains(g)))
-            .collect();
-        self.history.rows = filter_record_batch(&rows, &mine)?;
+        self.history.rows = owned.keep(&rows, self.history.key_groups(&rows)?)?;
         Ok(())
     }
 

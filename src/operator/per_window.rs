@@ -13,8 +13,8 @@
 //! snapshot between the two still keeps them.
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 
 use super::{Description, Operator, Rows, StateSize, SubPlan};
@@ -110,10 +110,7 @@ impl Operator for PerWindow {
     ) -> Result<()> {
         for batch in state {
             let rows = without_key_groups(batch)?;
-            let mine: BooleanArray = (self.groups(&rows)?.into_iter())
-                .map(|g| Some(owned.contains(g)))
-                .collect();
-            let rows = filter_record_batch(&rows, &mine)?;
+            let rows = owned.keep(&rows, self.groups(&rows)?)?;
             if rows.num_rows() > 0 {
                 self.pending.push(rows);
             }

@@ -8,7 +8,8 @@ use std::hash::BuildHasher;
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt16Array};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt16Array};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use foldhash::fast::FixedState;
 
@@ -49,6 +50,20 @@ impl KeyGroups {
 
     pub fn contains(&self, group: u16) -> bool {
         self.0.contains(&group)
+    }
+
+    /// The rows of `rows` whose key group (`groups`, one per row) is owned
+    /// here: what a worker restores of a checkpoint.
+    pub fn keep(
+        &self,
+        rows: &RecordBatch,
+        groups: impl IntoIterator<Item = u16>,
+    ) -> Result<RecordBatch> {
+        let mine: BooleanArray = groups.into_iter().map(|g| Some(self.contains(g))).collect();
+        Ok(match mine.true_count() == rows.num_rows() {
+            true => rows.clone(),
+            false => filter_record_batch(rows, &mine)?,
+        })
     }
 }
 

@@ -379,11 +379,7 @@ impl Operator for IntervalJoin {
             let Some(groups) = groups else {
                 return crate::internal_err!("join state without key groups");
             };
-            let mine: BooleanArray = groups
-                .iter()
-                .map(|g| g.map(|g| owned.contains(g)))
-                .collect();
-            let batch = without_key_groups(&filter_record_batch(batch, &mine)?)?;
+            let batch = without_key_groups(&owned.keep(batch, groups.values().iter().copied())?)?;
             if batch.num_rows() == 0 {
                 continue;
             }

@@ -343,14 +343,7 @@ impl WindowedAggregate {
     ) -> Result<StateRows> {
         let key_count = self.keys.len().max(1);
         let keys = converter.convert_columns(&batch.columns()[3..3 + key_count])?;
-        let mine: BooleanArray = keys
-            .iter()
-            .map(|k| Some(owned.contains(key_group(k.as_ref()))))
-            .collect();
-        let batch = &match mine.true_count() == batch.num_rows() {
-            true => batch.clone(),
-            false => datafusion::arrow::compute::filter_record_batch(batch, &mine)?,
-        };
+        let batch = &owned.keep(batch, keys.iter().map(|k| key_group(k.as_ref())))?;
         let int64 = |i: usize| -> Result<Vec<i64>> {
             Ok(datafusion::common::cast::as_int64_array(batch.column(i))?
                 .values()
