@@ -21,7 +21,24 @@ const BIDS: &str = "b AS (SELECT auction, bidder, price, channel, url,
     to_timestamp_millis(date_time) AS date_time,
     CAST(to_timestamp_millis(date_time) AS BIGINT) AS t FROM bid)";
 
-/// Each query and its batch form.
+/// q15-q17's counts of bids in the three price ranks (the total first)...
+const BID_RANKS: &str = "count(*),
+    count(*) FILTER (WHERE price < 10000),
+    count(*) FILTER (WHERE price >= 10000 AND price < 1000000),
+    count(*) FILTER (WHERE price >= 1000000),";
+
+/// ... and q15-q16's of distinct bidders and auctions.
+const DISTINCT_RANKS: &str = "count(DISTINCT bidder),
+    count(DISTINCT bidder) FILTER (WHERE price < 10000),
+    count(DISTINCT bidder) FILTER (WHERE price >= 10000 AND price < 1000000),
+    count(DISTINCT bidder) FILTER (WHERE price >= 1000000),
+    count(DISTINCT auction),
+    count(DISTINCT auction) FILTER (WHERE price < 10000),
+    count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000),
+    count(DISTINCT auction) FILTER (WHERE price >= 1000000)";
+
+/// Each query and its batch form (`{BID_RANKS}` and `{DISTINCT_RANKS}`
+/// stand for those counts).
 const QUERIES: [(&str, &str); 16] = [
     ("q0", "SELECT auction, bidder, price, date_time FROM b"),
     ("q1", "SELECT auction, bidder, 0.908 * price AS price, date_time FROM b"),
@@ -75,42 +92,17 @@ const QUERIES: [(&str, &str); 16] = [
     ),
     (
         "q15",
-        "SELECT to_timestamp_millis(t / 86400000 * 86400000) AS day, count(*),
-                count(*) FILTER (WHERE price < 10000),
-                count(*) FILTER (WHERE price >= 10000 AND price < 1000000),
-                count(*) FILTER (WHERE price >= 1000000),
-                count(DISTINCT bidder),
-                count(DISTINCT bidder) FILTER (WHERE price < 10000),
-                count(DISTINCT bidder) FILTER (WHERE price >= 10000 AND price < 1000000),
-                count(DISTINCT bidder) FILTER (WHERE price >= 1000000),
-                count(DISTINCT auction),
-                count(DISTINCT auction) FILTER (WHERE price < 10000),
-                count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000),
-                count(DISTINCT auction) FILTER (WHERE price >= 1000000)
+        "SELECT to_timestamp_millis(t / 86400000 * 86400000) AS day, {BID_RANKS} {DISTINCT_RANKS}
          FROM b GROUP BY t / 86400000",
     ),
     (
         "q16",
-        "SELECT channel, to_timestamp_millis(t / 86400000 * 86400000) AS day, count(*),
-                count(*) FILTER (WHERE price < 10000),
-                count(*) FILTER (WHERE price >= 10000 AND price < 1000000),
-                count(*) FILTER (WHERE price >= 1000000),
-                count(DISTINCT bidder),
-                count(DISTINCT bidder) FILTER (WHERE price < 10000),
-                count(DISTINCT bidder) FILTER (WHERE price >= 10000 AND price < 1000000),
-                count(DISTINCT bidder) FILTER (WHERE price >= 1000000),
-                count(DISTINCT auction),
-                count(DISTINCT auction) FILTER (WHERE price < 10000),
-                count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000),
-                count(DISTINCT auction) FILTER (WHERE price >= 1000000)
+        "SELECT channel, to_timestamp_millis(t / 86400000 * 86400000) AS day, {BID_RANKS} {DISTINCT_RANKS}
          FROM b GROUP BY channel, t / 86400000",
     ),
     (
         "q17",
-        "SELECT auction, to_timestamp_millis(t / 86400000 * 86400000) AS day, count(*),
-                count(*) FILTER (WHERE price < 10000),
-                count(*) FILTER (WHERE price >= 10000 AND price < 1000000),
-                count(*) FILTER (WHERE price >= 1000000),
+        "SELECT auction, to_timestamp_millis(t / 86400000 * 86400000) AS day, {BID_RANKS}
                 min(price), max(price), avg(price), sum(price)
          FROM b GROUP BY auction, t / 86400000",
     ),
@@ -197,6 +189,9 @@ async fn nexmark_queries_equal_datafusion_batch_sql_in_and_out_of_order() {
         let ctx = reference_context(&events, &dir.join(format!("plain-{disorder}"))).await;
         let mut want = Vec::new();
         for (name, batch_sql) in QUERIES {
+            let batch_sql = batch_sql
+                .replace("{BID_RANKS}", BID_RANKS)
+                .replace("{DISTINCT_RANKS}", DISTINCT_RANKS);
             let sql = match batch_sql.starts_with(',') {
                 true => format!("WITH {BIDS}{batch_sql}"),
                 false => format!("WITH {BIDS} {batch_sql}"),
@@ -217,18 +212,9 @@ async fn nexmark_queries_equal_datafusion_batch_sql_in_and_out_of_order() {
             );
             std::fs::write(&config, yaml).unwrap();
             let out = dir.join(format!("out-{disorder}-{parallelism}"));
-            let mut command = common::streamsql(&[
-                "run",
-                "nexmark",
-                "--config",
-                config.to_str().unwrap(),
-                "--quiet",
-                "--from-scratch",
-                "--parallelism",
-                &parallelism.to_string(),
-                "--output",
-                out.to_str().unwrap(),
-            ]);
+            let workers = parallelism.to_string();
+            let extra = ["--from-scratch", "--parallelism", &workers];
+            let mut command = common::run_pipeline(&config, "nexmark", &out, &extra);
             command.env("NEXMARK_DIR", &events);
             let stdout = common::assert_ok(&common::output_within(command, LIMIT));
             assert!(stdout.contains(", 0 late"), "{stdout}");

@@ -509,18 +509,9 @@ fn w4_on_four_topics_equals_a_brute_force_evaluation_at_any_batch_size_and_paral
         let file = dir.join("pipelines.yaml");
         std::fs::write(&file, config).unwrap();
         let out = dir.join(format!("out-{parallelism}"));
-        let mut command = common::streamsql(&[
-            "run",
-            "server_monitoring_topics",
-            "--config",
-            file.to_str().unwrap(),
-            "--quiet",
-            "--from-scratch",
-            "--parallelism",
-            &parallelism.to_string(),
-            "--output",
-            out.to_str().unwrap(),
-        ]);
+        let workers = parallelism.to_string();
+        let extra = ["--from-scratch", "--parallelism", &workers];
+        let mut command = common::run_pipeline(&file, "server_monitoring_topics", &out, &extra);
         command.env("SERVER_METRICS_TOPICS", &dir);
         let stdout = common::assert_ok(&common::output_within(command, LIMIT));
         assert!(

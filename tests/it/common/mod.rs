@@ -288,11 +288,16 @@ pub fn task_events_source_yaml(input: &str) -> String {
 /// `streamsql --config <config> run p --quiet --output <out> <extra>`: the
 /// test pipeline `p`.
 pub fn run_p(config: &Path, out: &Path, extra: &[&str]) -> Command {
+    run_pipeline(config, "p", out, extra)
+}
+
+/// `streamsql --config <config> run <pipeline> --quiet --output <out> <extra>`.
+pub fn run_pipeline(config: &Path, pipeline: &str, out: &Path, extra: &[&str]) -> Command {
     let mut args = vec![
         "--config",
         config.to_str().unwrap(),
         "run",
-        "p",
+        pipeline,
         "--quiet",
         "--output",
         out.to_str().unwrap(),
