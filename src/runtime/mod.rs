@@ -51,6 +51,12 @@ pub struct RunOptions {
 /// (update triggers, sink flushes, commits).
 const TICK: Duration = Duration::from_millis(100);
 
+/// How often the metrics and the progress line are brought up to date. A
+/// snapshot sums the state's size over every pane and group: taken after
+/// every micro-batch, it cost more than small batches themselves when many
+/// windows were open.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
+
 /// A source and what the driver keeps about it.
 struct SourceNode {
     name: String,
@@ -167,6 +173,7 @@ impl Pipeline {
         let mut committed_rows = self.rows_moved();
         let mut last_trigger = Instant::now();
         let mut progress = Progress::new(options.progress);
+        let mut last_publish = Instant::now() - PUBLISH_INTERVAL;
         let stop = stop_signal()?;
         tokio::pin!(stop);
         let mut next = 0;
@@ -215,9 +222,12 @@ impl Pipeline {
                 last_commit = Instant::now();
                 committed_rows = self.rows_moved();
             }
-            let snapshot = self.snapshot();
-            self.metrics.publish(&snapshot);
-            progress.update(&summary, &snapshot, started.elapsed());
+            if last_publish.elapsed() >= PUBLISH_INTERVAL {
+                last_publish = Instant::now();
+                let snapshot = self.snapshot();
+                self.metrics.publish(&snapshot);
+                progress.update(&summary, &snapshot, started.elapsed());
+            }
         }
         if !summary.stopped_early {
             // End of a finite input: every window is complete.
