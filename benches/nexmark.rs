@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Each measured query with the queries it reads, and Flink's published
 /// events/s per core where there is one (8-core workers).
-const QUERIES: [(&str, &[&str], Option<u32>); 14] = [
+const QUERIES: [(&str, &[&str], Option<u32>); 15] = [
     ("q0", &["q0"], None),
     ("q1", &["q1"], None),
     ("q2", &["q2"], None),
@@ -22,6 +22,7 @@ const QUERIES: [(&str, &[&str], Option<u32>); 14] = [
     ("q7", &["q7_max_price", "q7"], Some(12_000)),
     ("q8", &["q8_persons", "q8_sellers", "q8"], None),
     ("q11", &["q11"], Some(40_000)),
+    ("q13", &["q13"], None),
     ("q14", &["q14"], None),
     ("q15", &["q15"], None),
     ("q16", &["q16"], None),
@@ -61,7 +62,8 @@ fn main() {
     );
     let yaml = std::fs::read_to_string(Path::new(repo).join("pipelines.yaml"))
         .unwrap()
-        .replace("sql: queries/", &format!("sql: {repo}/queries/"));
+        .replace("sql: queries/", &format!("sql: {repo}/queries/"))
+        .replace(":-datasets/", &format!(":-{repo}/datasets/"));
     let pinned = Command::new("taskset").arg("--version").output().is_ok();
     println!(
         "one worker{}; events/s = all events read / wall time",

@@ -105,6 +105,9 @@ pub enum StreamSqlError {
     /// checkpoint is lost.
     #[error("{0}")]
     Sink(String),
+    /// A lookup table could not be read (at start: the run does not begin).
+    #[error("{0}")]
+    Table(String),
     /// A broken invariant inside the engine: a bug, never the user's input.
     #[error("internal error: {0}")]
     Internal(String),

@@ -14,8 +14,12 @@ pub struct Args {
 
 pub async fn execute(args: Args, config: &Path) -> Result<()> {
     let loaded = config::load(config)?;
-    let queries = &loaded.pipeline(&args.pipeline)?.queries;
+    let pipeline = loaded.pipeline(&args.pipeline)?;
+    let queries = &pipeline.queries;
     let plan = plan_pipeline(&loaded, &args.pipeline, 1).await?;
+    for table in &pipeline.tables {
+        println!("{}\n", table.describe());
+    }
     for (planned, query) in plan.queries.iter().zip(queries) {
         println!("{}", planned.describe());
         let sinks: Vec<String> = query

@@ -43,7 +43,10 @@ pub fn execute(args: Args) -> Result<()> {
             server_metrics(&out, 12, rows, seed)?;
             split_by_metric(&out, &out.with_file_name("topics"))?;
         }
-        SampleKind::MachineUsage => machine_usage(&out, 8, rows, seed)?,
+        SampleKind::MachineUsage => {
+            machine_usage(&out, 8, rows, seed)?;
+            machine_meta(&out.with_file_name("machine_meta.csv"), 8, seed)?;
+        }
         SampleKind::CityEvents => city_events(&out, rows, seed)?,
         SampleKind::Nexmark => nexmark(&out, rows, args.disorder)?,
     }
@@ -67,11 +70,13 @@ enum SampleKind {
     /// W4: server metrics in the coursework CSV layout (rows = minutes), and
     /// the same split by metric into seed 003's four topics (`topics/`).
     ServerMetrics,
-    /// W4: Alibaba 2018 machine_usage layout (rows = minutes per machine).
+    /// W4: Alibaba 2018 machine_usage layout (rows = minutes per machine),
+    /// and machine_meta beside it (the machines' attributes, a lookup table).
     MachineUsage,
     /// W5: JSON city events.
     CityEvents,
-    /// Nexmark: person, auction and bid events (JSON lines, gzip).
+    /// Nexmark: person, auction and bid events (JSON lines, gzip), and
+    /// q13's side input (CSV).
     Nexmark,
 }
 
@@ -396,6 +401,47 @@ pub fn machine_usage(path: &Path, machines: usize, minutes: usize, seed: u64) ->
     out.finish()
 }
 
+/// The lookup table for [`machine_usage`]: Alibaba 2018 `machine_meta`
+/// (machine_id, time_stamp, failure_domain_1, failure_domain_2, cpu_num,
+/// mem_size, status; no header), a row per machine and attribute change,
+/// in time order. Of the `machines` with usage, all but the last are listed
+/// (an inner join drops its rows), the third ends in maintenance, and
+/// machines without usage fill the rest as in the real file.
+pub fn machine_meta(path: &Path, machines: usize, seed: u64) -> Result<()> {
+    let mut random = Random(seed ^ 0x6d65_7461);
+    let mut rows = Vec::new();
+    for m in 0..machines + 24 {
+        if m == machines - 1 {
+            continue;
+        }
+        let id = 1932 + m;
+        let (domain, rack) = (1 + m % 3, 1 + random.below(20));
+        let changes = 1 + random.below(3);
+        for c in 0..changes {
+            let last = c + 1 == changes;
+            let status = match (m, last) {
+                (2, true) => "IMPORT_INSTALLING",
+                _ => "USING",
+            };
+            let time = if c == 0 {
+                0
+            } else {
+                50_000 * c + random.below(9_000)
+            };
+            rows.push((
+                time,
+                format!("m_{id},{time},{domain},{rack},96,100,{status}"),
+            ));
+        }
+    }
+    rows.sort_by_key(|(time, _)| *time);
+    let mut out = SampleFile::create(path)?;
+    for (_, line) in rows {
+        out.line(&line)?;
+    }
+    out.finish()
+}
+
 /// W5 (seed 004): JSON city events over three hours; a few arrive after
 /// the 10-minute watermark, one line is malformed.
 pub fn city_events(path: &Path, rows: usize, seed: u64) -> Result<()> {
@@ -473,7 +519,13 @@ pub fn nexmark(dir: &Path, rows: usize, disorder: usize) -> Result<()> {
     }
     person.finish()?;
     auction.finish()?;
-    bid.finish()
+    bid.finish()?;
+    // q13's side input: a value for each of 10,000 keys (a lookup table).
+    let mut side = SampleFile::create(&dir.join("side_input.csv"))?;
+    for key in 0..10_000u64 {
+        side.line(&format!("{key},side-{:05}", (key * 7_919) % 10_007))?;
+    }
+    side.finish()
 }
 
 /// Event types with the mix seen in the 2011 trace: SUBMIT, SCHEDULE, EVICT,

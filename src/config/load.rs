@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{PipelineConfig, PipelinesFile};
 use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
 use crate::source::{ColumnType, Format, MAX_RECORD_BYTES, SourceConfig};
+use crate::table::{TableConfig, TableFormat, TableInput};
 
 /// A parsed and checked configuration with the text of every SQL file.
 #[derive(Debug, Clone)]
@@ -115,6 +116,24 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
     for (name, pipeline) in &file.pipelines {
         let at = Locator::new(&text, name);
         check_pipeline(&file_name, name, pipeline, &at, &mut problems);
+        for table in &pipeline.tables {
+            if let TableInput::File(path) = &table.input
+                && !base_dir.join(path).is_file()
+            {
+                problems.push(
+                    Diagnostic::new(
+                        &file_name,
+                        at.line_of(&path.display().to_string()),
+                        format!(
+                            "table `{}`: {} is not a file",
+                            table.name,
+                            base_dir.join(path).display()
+                        ),
+                    )
+                    .with_fix("the `file:` path is relative to pipelines.yaml; create the file or fix the path"),
+                );
+            }
+        }
         for query in &pipeline.queries {
             let sql_path = base_dir.join(&query.sql);
             match std::fs::read_to_string(&sql_path) {
@@ -542,12 +561,89 @@ fn check_pipeline(
             Some(_) => {}
         }
     }
+    for table in &pipeline.tables {
+        check_table(table, &mut tables, &mut report);
+    }
     for query in &pipeline.queries {
         if !tables.insert(query.name.clone()) {
             report(
                 &format!("name: {}", query.name),
                 format!("query name `{}` is already a table name", query.name),
                 "give every query and source a unique name",
+            );
+        }
+    }
+}
+
+/// A lookup table: a unique identifier, distinct columns, a key among
+/// them, and what its connector can read.
+fn check_table(
+    table: &TableConfig,
+    names: &mut HashSet<String>,
+    report: &mut impl FnMut(&str, String, &str),
+) {
+    let name = &table.name;
+    let at = format!("name: {name}");
+    if !is_identifier(name) {
+        report(
+            &at,
+            format!("`{name}` is not a valid table name"),
+            IDENTIFIER_FIX,
+        );
+    }
+    if !names.insert(name.clone()) {
+        report(
+            &at,
+            format!("table name `{name}` is declared twice"),
+            "give every source, table and query a unique name",
+        );
+    }
+    if table.columns.is_empty() {
+        report(
+            &at,
+            format!("table `{name}` declares no columns"),
+            "list its columns: `columns: [ { name: id, type: bigint }, ... ]`",
+        );
+    }
+    let mut columns = HashSet::new();
+    for column in &table.columns {
+        if !columns.insert(column.name.as_str()) {
+            report(
+                &format!("name: {}", column.name),
+                format!("table `{name}`: column `{}` is declared twice", column.name),
+                "rename one of them",
+            );
+        }
+    }
+    for key in &table.key {
+        if !columns.contains(key.as_str()) {
+            report(
+                "key:",
+                format!("table `{name}`: key column `{key}` is not a declared column"),
+                &format!(
+                    "use some of: {}",
+                    (table.columns.iter())
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
+    if let TableInput::Kafka(_) = &table.input {
+        if table.format == TableFormat::Parquet {
+            report(
+                &at,
+                format!("table `{name}`: a Kafka table's values are CSV or JSON, not Parquet"),
+                "use `format: json` or `format: csv`",
+            );
+        }
+        if !table.key.is_empty() {
+            report(
+                "key:",
+                format!("table `{name}`: a Kafka table is keyed by the message key"),
+                "remove `key:`; the latest value per message key is the table, as \
+                 compaction keeps it",
             );
         }
     }

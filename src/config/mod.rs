@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 pub use crate::sink::SinkConfig;
 pub use crate::source::{SourceConfig, SourceInput};
+pub use crate::table::TableConfig;
 pub(crate) use load::is_identifier;
 pub use load::{LoadedConfig, load};
 
@@ -35,6 +36,9 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub description: String,
     pub sources: Vec<SourceConfig>,
+    /// Lookup tables (files or compacted topics) that queries join by key.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
     pub queries: Vec<QueryConfig>,
     /// How often `update` queries emit their changed windows (processing time).
     /// A replay that runs faster than real time triggers after every micro-batch;

@@ -13,7 +13,7 @@ mod serve;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ pub use serve::serve;
 use crate::sink::DeadLetterKind;
 use crate::sink::prometheus::QueryGauges;
 use crate::source::KafkaLag;
+use crate::table::TableRows;
 
 type Labels = Vec<(&'static str, String)>;
 type Counters = Family<Labels, Counter>;
@@ -57,6 +58,9 @@ pub struct Metrics {
     registry: Registry,
     /// Read at every scrape.
     kafka_sources: Vec<KafkaLag>,
+    /// The lookup tables, by name; read at every scrape (they change while
+    /// no batch comes).
+    lookup_tables: Vec<(String, TableRows)>,
     /// Per source, the watermark (UTC ms) of the last micro-batch.
     watermarks: Mutex<BTreeMap<String, i64>>,
     events_in: Counters,
@@ -69,6 +73,9 @@ pub struct Metrics {
     state_groups: Gauge,
     state_bytes: Gauge,
     sink_retries: Counters,
+    table_rows: Gauges,
+    table_loads: Counters,
+    table_failures: Counters,
     batch_seconds: Histogram,
     checkpoint_seconds: Histogram,
     /// The gauges of the queries with a Prometheus sink.
@@ -77,7 +84,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(pipeline: &str, kafka_sources: Vec<KafkaLag>) -> Self {
+    pub fn new(
+        pipeline: &str,
+        kafka_sources: Vec<KafkaLag>,
+        lookup_tables: Vec<(String, TableRows)>,
+    ) -> Self {
         let labels = [(Cow::Borrowed("pipeline"), Cow::Owned(pipeline.to_string()))];
         let mut registry = Registry::with_prefix_and_labels("streamsql", labels.into_iter());
         let metrics = Self {
@@ -91,11 +102,15 @@ impl Metrics {
             state_groups: Gauge::default(),
             state_bytes: Gauge::default(),
             sink_retries: Counters::default(),
+            table_rows: Gauges::default(),
+            table_loads: Counters::default(),
+            table_failures: Counters::default(),
             // 100 µs .. about 100 s.
             batch_seconds: Histogram::new(exponential_buckets(1e-4, 4.0, 11)),
             checkpoint_seconds: Histogram::new(exponential_buckets(1e-4, 4.0, 11)),
             registry: Registry::default(),
             kafka_sources,
+            lookup_tables,
             watermarks: Mutex::default(),
             results: Mutex::default(),
             pipeline: pipeline.to_string(),
@@ -146,6 +161,21 @@ impl Metrics {
             "sink_retries",
             "Times a sink sent a bulk request again (after 429/5xx answers, no answer, or items answered 429)",
             m.sink_retries.clone(),
+        );
+        registry.register(
+            "table_rows",
+            "Rows of a lookup table's current version",
+            m.table_rows.clone(),
+        );
+        registry.register(
+            "table_loads",
+            "Versions of a lookup table read (the first included)",
+            m.table_loads.clone(),
+        );
+        registry.register(
+            "table_failures",
+            "Versions of a lookup table file, or records of a lookup table topic, that could not be read",
+            m.table_failures.clone(),
         );
         registry.register(
             "batch_duration_seconds",
@@ -232,6 +262,18 @@ impl Metrics {
         for (topic, partition, lag) in self.kafka_sources.iter().flat_map(KafkaLag::read) {
             let labels = vec![("topic", topic), ("partition", partition.to_string())];
             self.kafka_lag.get_or_create(&labels).set(lag as f64);
+        }
+        for (table, rows) in &self.lookup_tables {
+            let (stats, labels) = (rows.stats(), vec![("table", table.clone())]);
+            let read = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+            self.table_rows
+                .get_or_create(&labels)
+                .set(read(&stats.rows) as f64);
+            raise(&self.table_loads.get_or_create(&labels), read(&stats.loads));
+            raise(
+                &self.table_failures.get_or_create(&labels),
+                read(&stats.failures),
+            );
         }
         let mut text = String::new();
         // Writing into a String cannot fail.

@@ -20,11 +20,12 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::sql::sqlparser::ast::{
     Distinct, Expr, GroupByExpr, Query, SetExpr, SetOperator, SetQuantifier, Spanned, Statement,
-    Visit, Visitor,
+    TableFactor, Visit, Visitor,
 };
 
 use super::{WATERMARK_COLUMN, locate_keyword};
 use crate::error::{Diagnostic, Diagnostics};
+use crate::table::scans_lookup_only;
 
 /// Why a construct cannot run incrementally, and how to write it instead.
 pub(super) struct Refusal {
@@ -36,6 +37,14 @@ const JOIN: Refusal = Refusal {
     message: "a join inside a windowed or rule query would be answered per micro-batch",
     fix: "join in a query of its own, as an interval join of two sources (see docs/sql.md), \
           and filter or project its rows there",
+};
+
+const LOOKUP_JOIN: Refusal = Refusal {
+    message: "a lookup join passes on the stream's rows: a table row that matched no event \
+              (RIGHT or FULL JOIN keeping the table's side), or a join without an equality on \
+              the table's key, would depend on which events share a micro-batch",
+    fix: "join each event with the table by key, as an inner or LEFT JOIN with the table on \
+          the right: `FROM events e LEFT JOIN machines m ON m.machine_id = e.machine_id`",
 };
 
 const SECOND_JOIN: Refusal = Refusal {
@@ -90,10 +99,17 @@ const WINDOW_FUNCTION: Refusal = Refusal {
 /// Finds what the rule refuses in the SQL of `file` (after
 /// [`super::rewrite_window`]: a windowed SELECT groups by the watermark
 /// column).
-pub fn refuse_statement(file: &str, sql: &str, statement: &Statement) -> Result<(), Diagnostics> {
+/// `lookups` are the lookup tables' names: joining them adds no stream.
+pub fn refuse_statement(
+    file: &str,
+    sql: &str,
+    statement: &Statement,
+    lookups: &[&str],
+) -> Result<(), Diagnostics> {
     let mut finder = Finder {
         file,
         sql,
+        lookups,
         found: Vec::new(),
     };
     let _ = statement.visit(&mut finder);
@@ -106,6 +122,7 @@ pub fn refuse_statement(file: &str, sql: &str, statement: &Statement) -> Result<
 struct Finder<'a> {
     file: &'a str,
     sql: &'a str,
+    lookups: &'a [&'a str],
     found: Vec<Diagnostic>,
 }
 
@@ -138,10 +155,17 @@ impl Finder<'_> {
         match body {
             SetExpr::Select(select) => {
                 // One join, of two streams; the planner proves it an
-                // interval join (see `super::join`).
-                let mut relations = select.from.iter().flat_map(|f| {
-                    std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation))
-                });
+                // interval join (see `super::join`). Lookup tables are no
+                // streams (see `crate::table`).
+                let lookups = self.lookups;
+                let mut relations = (select.from.iter())
+                    .flat_map(|f| {
+                        std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation))
+                    })
+                    .filter(|r| {
+                        !matches!(r, TableFactor::Table { name, .. }
+                            if lookups.iter().any(|l| name.to_string().eq_ignore_ascii_case(l)))
+                    });
                 if let Some(third) = relations.nth(2) {
                     self.refuse_at(third, &SECOND_JOIN);
                 }
@@ -265,6 +289,9 @@ fn require_steps(
         | "RepartitionExec"
         | "CoalescePartitionsExec"
         | "async_func" => true,
+        // Each event row joined with the table as it is now (see
+        // `crate::table`).
+        "LookupJoinExec" => true,
         // Orders the rows of each emission; a stream has no global order.
         "SortExec" => plan
             .downcast_ref::<SortExec>()
@@ -273,6 +300,9 @@ fn require_steps(
     };
     if !row_local {
         let (refusal, keyword) = match name {
+            n if n.contains("Join") && plan.children().iter().any(|c| scans_lookup_only(c)) => {
+                (&LOOKUP_JOIN, "JOIN")
+            }
             n if n.contains("Join") => (&JOIN, "JOIN"),
             "AggregateExec" if locate_keyword(sql, "GROUP").is_some() => (&GROUP_BY, "GROUP"),
             "AggregateExec" => (&AGGREGATE, "SELECT"),

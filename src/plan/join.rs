@@ -38,11 +38,14 @@ const BOUND_FIX: &str = "make it an interval join: join on a key and bound one s
                          MINUTE AND b.ts + INTERVAL '5' MINUTE` (offsets of an integer event time \
                          count its unit)";
 
-/// Whether `plan` joins (the query is then planned here).
+/// Whether `plan` joins two streams (the query is then planned here); a
+/// lookup table joined with a stream is row-local (see [`crate::table`]).
 pub fn has_join(plan: &LogicalPlan) -> Result<bool> {
+    let reads_stream = |side: &LogicalPlan| tables_read(side).is_ok_and(|t| !t.is_empty());
     let mut found = false;
     plan.apply_with_subqueries(|node| {
-        found |= matches!(node, LogicalPlan::Join(_));
+        found |=
+            matches!(node, LogicalPlan::Join(j) if reads_stream(&j.left) && reads_stream(&j.right));
         Ok(match found {
             true => TreeNodeRecursion::Stop,
             false => TreeNodeRecursion::Continue,
@@ -295,6 +298,13 @@ fn side_of(
                 ),
                 "join the source itself; late rows can be counted or selected in a query of \
                  their own",
+            ));
+        }
+        // Lookup tables are not registered as streams (see `crate::table`).
+        TableRole::Lookup => {
+            return Err((
+                format!("`{table}` is a lookup table, not a stream"),
+                "join a stream with it by key",
             ));
         }
         TableRole::Query { updates: true, .. } => {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::config::LoadedConfig;
 use crate::error::{Diagnostic, Diagnostics, Result, StreamSqlError};
+use crate::table::TableRows;
 
 mod incremental;
 mod join;
@@ -28,7 +29,11 @@ pub(crate) use window_sql::WATERMARK_COLUMN;
 
 /// A pipeline planned: every table and the query that produces each result.
 pub struct PipelinePlan {
+    /// The streams: per source its rows and its late rows, then per query
+    /// its results.
     pub tables: Vec<TableDef>,
+    /// The lookup tables, whose rows the runtime loads and keeps current.
+    pub lookups: Vec<TableDef>,
     /// In declaration order, which is an order of the graph: a query reads
     /// only sources and earlier queries.
     pub queries: Vec<QueryPlan>,
@@ -53,24 +58,38 @@ pub async fn plan_pipeline(
                 event_time: source.event_time.column.clone(),
                 unit: source.event_time.unit,
             },
+            lookup: None,
         });
         tables.push(TableDef {
             name: format!("{}_late", source.name),
             schema,
             role: TableRole::Late,
+            lookup: None,
         });
     }
+    let lookups: Vec<TableDef> = (pipeline.tables.iter())
+        .map(|table| {
+            let schema = crate::table::schema_of(table);
+            TableDef {
+                name: table.name.clone(),
+                schema: Arc::clone(&schema),
+                role: TableRole::Lookup,
+                lookup: Some(TableRows::new(schema)),
+            }
+        })
+        .collect();
     let mut queries = Vec::new();
     let mut problems = Vec::new();
     for query in &pipeline.queries {
         let (path, sql) = loaded.sql_of(name, &query.name);
+        let visible: Vec<TableDef> = tables.iter().chain(&lookups).cloned().collect();
         let build = || {
             QueryPlan::build(
                 &query.name,
                 path,
                 sql,
                 query.emit,
-                &tables,
+                &visible,
                 &pipeline.params,
             )
         };
@@ -85,6 +104,7 @@ pub async fn plan_pipeline(
                     name: query.name.clone(),
                     schema: Arc::clone(&plan.output_schema),
                     role: output_role(&plan, &tables),
+                    lookup: None,
                 });
                 queries.push(plan);
             }
@@ -95,7 +115,11 @@ pub async fn plan_pipeline(
     if !problems.is_empty() {
         return Err(StreamSqlError::Invalid(Diagnostics(problems)));
     }
-    Ok(PipelinePlan { tables, queries })
+    Ok(PipelinePlan {
+        tables,
+        lookups,
+        queries,
+    })
 }
 
 /// What a query's rows are: what the query says (window results, a join's

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::Dialect;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, aggregate_expressions};
@@ -33,6 +35,7 @@ use crate::operator::row_local::RowLocal;
 use crate::operator::window::{GroupColumn, WindowOperator, WindowSpec, WindowedAggregate};
 use crate::operator::{Operator, SubPlan};
 use crate::source::EventTimeUnit;
+use crate::table::{LookupJoins, TableRows};
 
 /// A table a query may select from.
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct TableDef {
     pub name: String,
     pub schema: SchemaRef,
     pub role: TableRole,
+    /// A lookup table's rows, which its scans read.
+    pub lookup: Option<TableRows>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +57,8 @@ pub enum TableRole {
     },
     /// A source's late rows.
     Late,
+    /// A lookup table (see [`crate::table`]): joined by key, never a stream.
+    Lookup,
     /// Another query's results: `windows` when they are window results (a
     /// windowed query's, or a query's reading those), `updates` when a window
     /// can appear in them more than once (an `emit: update` query's), `times`
@@ -102,11 +109,23 @@ fn with_window_columns(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn new_context() -> SessionContext {
+/// A session for planning one query; `tables` are the pipeline's tables,
+/// whose lookup tables' joins become [`crate::table::LookupJoinExec`]s.
+fn new_context(tables: &[TableDef]) -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    let lookups = LookupJoins {
+        tables: (tables.iter())
+            .filter_map(|t| Some((t.name.clone(), t.lookup.clone()?)))
+            .collect(),
+    };
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(lookups))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     // This rule turns `count(DISTINCT x)` into two stacked aggregates; our
     // operator keeps the distinct set as partial state of one aggregate.
     ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
@@ -160,7 +179,7 @@ impl QueryPlan {
         params: &BTreeMap<String, serde_yaml::Value>,
     ) -> Result<Self> {
         let file_name = file.display().to_string();
-        let ctx = new_context();
+        let ctx = new_context(tables);
         let state = ctx.state();
         let mut statement = state
             .sql_to_statement(sql, &Dialect::Generic)
@@ -178,7 +197,12 @@ impl QueryPlan {
         let call = match &mut statement {
             DFStatement::Statement(inner) => {
                 let call = rewrite_window(inner, &file_name)?;
-                if let Err(Diagnostics(found)) = refuse_statement(&file_name, sql, inner) {
+                let lookups: Vec<&str> = (tables.iter())
+                    .filter(|t| t.role == TableRole::Lookup)
+                    .map(|t| t.name.as_str())
+                    .collect();
+                if let Err(Diagnostics(found)) = refuse_statement(&file_name, sql, inner, &lookups)
+                {
                     if found.iter().any(|d| d.message != GROUP_BY.message) {
                         return Err(StreamSqlError::Invalid(Diagnostics(found)));
                     }
@@ -194,6 +218,14 @@ impl QueryPlan {
         };
         let mut slots = Vec::new();
         for table in tables {
+            if let Some(rows) = &table.lookup {
+                let provider = StreamingTable::try_new(
+                    Arc::clone(rows.schema()),
+                    vec![Arc::new(rows.clone())],
+                )?;
+                ctx.register_table(table.name.as_str(), Arc::new(provider))?;
+                continue;
+            }
             let schema = match (&table.role, &call) {
                 (TableRole::Source { .. }, Some(_)) => with_window_columns(&table.schema),
                 _ => Arc::clone(&table.schema),
@@ -209,7 +241,8 @@ impl QueryPlan {
                 &file_name,
                 sql,
                 e,
-                "tables are the sources, `<source>_late` and earlier queries of the pipeline",
+                "tables are the sources, `<source>_late`, the lookup tables and earlier queries \
+                 of the pipeline",
             )
         })?;
         let logical = bind_params(&file_name, sql, logical, params)?;
@@ -244,8 +277,11 @@ impl QueryPlan {
             1 => read.into_iter().next().unwrap_or_default(),
             0 => {
                 return Err(
-                    Diagnostic::new(&file_name, Some(1), "the query reads no table")
-                        .with_fix("select FROM a source, `<source>_late` or an earlier query")
+                    Diagnostic::new(&file_name, Some(1), "the query reads no stream")
+                        .with_fix(
+                            "select FROM a source, `<source>_late` or an earlier query (a \
+                             lookup table is joined with one of them)",
+                        )
                         .into(),
                 );
             }
@@ -609,6 +645,25 @@ pub(super) fn passes_unchanged(
         LogicalPlan::Aggregate(a) => {
             index < a.group_expr.len() && below(&a.group_expr[index], &a.input)
         }
+        // A join passes on its left input's columns, then its right's.
+        LogicalPlan::Join(j)
+            if matches!(
+                j.join_type,
+                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+            ) =>
+        {
+            let left = j.left.schema().fields().len();
+            let (input, index) = match index < left {
+                true => (&j.left, index),
+                false => (&j.right, index - left),
+            };
+            let (q, f) = input.schema().qualified_field(index);
+            passes_unchanged(
+                input,
+                &datafusion::common::Column::new(q.cloned(), f.name()),
+                scanned,
+            )
+        }
         // A window node passes its input's columns on, its functions after.
         LogicalPlan::Window(w) if index >= w.input.schema().fields().len() => false,
         LogicalPlan::Filter(_)
@@ -627,10 +682,13 @@ pub(super) fn passes_unchanged(
     }
 }
 
+/// The streams `plan` reads: sources, late rows and results, not lookup tables.
 pub(super) fn tables_read(plan: &LogicalPlan) -> Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
+        if let LogicalPlan::TableScan(scan) = node
+            && !crate::table::is_lookup(&scan.source.schema())
+        {
             names.insert(scan.table_name.table().to_string());
         }
         Ok(TreeNodeRecursion::Continue)

@@ -42,6 +42,20 @@ impl Pipeline {
             .clone()
             .unwrap_or_else(|| loaded.output_dir(name, &config));
         let lock = RunLock::acquire(&output_dir)?;
+        // Lookup tables are read before anything else starts: a table that
+        // cannot be read stops the run here.
+        let (mut lookups, mut lookup_rows) = (Vec::new(), Vec::new());
+        for (table, def) in config.tables.iter().zip(&plan.lookups) {
+            let rows = (def.lookup.clone())
+                .ok_or_else(|| crate::internal_error!("lookup table {} has no rows", def.name))?;
+            lookups.push(crate::table::start(
+                table,
+                rows.clone(),
+                &loaded.base_dir,
+                name,
+            )?);
+            lookup_rows.push((table.name.clone(), rows));
+        }
         let checkpoints = open_store(loaded, &config, &output_dir)?;
         let started = Instant::now();
         let checkpoint = if options.from_scratch {
@@ -88,6 +102,7 @@ impl Pipeline {
                 .iter()
                 .filter_map(|s| s.input.kafka_lag().cloned())
                 .collect(),
+            lookup_rows,
         ));
         let tables = Tables {
             sources: sources.len(),
@@ -160,6 +175,7 @@ impl Pipeline {
             epoch: keep_through.map_or(0, |s| s + 1),
             restored,
             metrics,
+            _lookups: lookups,
         })
     }
 

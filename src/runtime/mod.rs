@@ -27,6 +27,7 @@ use crate::operator::{EventTimes, Rows};
 use crate::sink::{DeadLetterSink, Sink};
 use crate::source::{InlineBatch, KafkaLag, Source, SourceBatch, SourcePosition};
 use crate::state::{CheckpointStore, RunLock};
+use crate::table::LiveTable;
 use workers::Workers;
 
 /// Options of `streamsql run`.
@@ -139,6 +140,8 @@ pub struct Pipeline {
     epoch: u64,
     restored: Option<Restored>,
     metrics: Arc<Metrics>,
+    /// The lookup tables, kept current while the pipeline lives.
+    _lookups: Vec<LiveTable>,
 }
 
 impl Pipeline {

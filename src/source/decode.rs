@@ -21,10 +21,12 @@ use datafusion::arrow::{csv, json};
 use regex::Regex;
 
 use super::{
-    EventTimeUnit, Format, RawRecord, SourceBatch, SourceConfig, SourceInput, SourcePosition,
+    ColumnConfig, CsvOptions, EventTimeUnit, Format, MAX_RECORD_BYTES, RawRecord, SourceBatch,
+    SourceConfig, SourceInput, SourcePosition,
 };
 use crate::error::Result;
 use crate::sink::{DeadLetter, DeadLetterKind};
+use crate::table::{TableConfig, TableFormat};
 
 /// How much of a record longer than `max_record_bytes` its dead letter keeps.
 pub const KEPT_OF_TOO_LONG: usize = 1024;
@@ -46,19 +48,21 @@ pub struct Decoder {
     schema: SchemaRef,
     kafka_timestamp: bool,
     processing_time: bool,
-    event_time_index: usize,
-    event_time_unit: EventTimeUnit,
+    /// A source's event time; a lookup table has none.
+    event_time: Option<EventTime>,
+    max_record_bytes: usize,
+}
+
+struct EventTime {
+    index: usize,
+    unit: EventTimeUnit,
     /// `event_time.max_ahead` in milliseconds.
     max_ahead_millis: Option<i64>,
-    max_record_bytes: usize,
 }
 
 impl Decoder {
     pub fn new(config: &SourceConfig) -> Result<Self> {
         let schema = config.schema();
-        let event_time_index = schema.index_of(&config.event_time.column)?;
-        let record_schema =
-            Arc::new(schema.project(&(0..config.columns.len()).collect::<Vec<_>>())?);
         let regex = match config.regex_groups() {
             None => None,
             Some(compiled) => {
@@ -71,9 +75,67 @@ impl Decoder {
                 Some((regex, groups))
             }
         };
+        let mut decoder = Self::of_records(
+            &config.name,
+            config.format,
+            &config.columns,
+            &config.csv,
+            regex,
+            config.max_record_bytes,
+        );
+        decoder.event_time = Some(EventTime {
+            index: schema.index_of(&config.event_time.column)?,
+            unit: config.event_time.unit,
+            max_ahead_millis: config
+                .event_time
+                .max_ahead
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        });
+        decoder.kafka_timestamp = matches!(
+            &config.input,
+            SourceInput::Kafka(kafka) if kafka.timestamp_column.is_some()
+        );
+        decoder.processing_time = config.processing_time_column.is_some();
+        decoder.schema = schema;
+        Ok(decoder)
+    }
+
+    /// For a lookup table's CSV or JSON records: the declared columns, and
+    /// no event time.
+    pub fn for_table(config: &TableConfig) -> Result<Self> {
+        let format = match config.format {
+            TableFormat::Csv => Format::Csv,
+            TableFormat::Json => Format::Json,
+            TableFormat::Parquet => {
+                return crate::internal_err!("a Parquet table is read by the parquet crate");
+            }
+        };
+        Ok(Self::of_records(
+            &config.name,
+            format,
+            &config.columns,
+            &config.csv,
+            None,
+            MAX_RECORD_BYTES,
+        ))
+    }
+
+    fn of_records(
+        name: &str,
+        format: Format,
+        columns: &[ColumnConfig],
+        csv: &CsvOptions,
+        regex: Option<(Regex, Vec<usize>)>,
+        max_record_bytes: usize,
+    ) -> Self {
+        let field = |c: &ColumnConfig, data_type| Field::new(&c.name, data_type, true);
+        let record_schema = Arc::new(Schema::new(
+            (columns.iter())
+                .map(|c| field(c, c.column_type.data_type()))
+                .collect::<Vec<_>>(),
+        ));
         let text_schema = Arc::new(Schema::new(
-            config
-                .columns
+            columns
                 .iter()
                 .map(|c| {
                     let text = regex.is_some() || c.format.is_some();
@@ -82,32 +144,24 @@ impl Decoder {
                     } else {
                         c.column_type.data_type()
                     };
-                    Field::new(&c.name, data_type, true)
+                    field(c, data_type)
                 })
                 .collect::<Vec<_>>(),
         ));
-        Ok(Self {
-            source: config.name.clone(),
-            format: config.format,
-            delimiter: config.csv.delimiter as u8,
+        Self {
+            source: name.to_string(),
+            format,
+            delimiter: csv.delimiter as u8,
             regex,
             text_schema,
-            timestamp_formats: config.columns.iter().map(|c| c.format.clone()).collect(),
+            timestamp_formats: columns.iter().map(|c| c.format.clone()).collect(),
+            schema: Arc::clone(&record_schema),
             record_schema,
-            schema,
-            kafka_timestamp: matches!(
-                &config.input,
-                SourceInput::Kafka(kafka) if kafka.timestamp_column.is_some()
-            ),
-            processing_time: config.processing_time_column.is_some(),
-            event_time_index,
-            event_time_unit: config.event_time.unit,
-            max_ahead_millis: config
-                .event_time
-                .max_ahead
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            max_record_bytes: config.max_record_bytes,
-        })
+            kafka_timestamp: false,
+            processing_time: false,
+            event_time: None,
+            max_record_bytes,
+        }
     }
 
     /// The schema of the rows produced.
@@ -169,14 +223,14 @@ impl Decoder {
         RecordBatch::try_new(Arc::clone(&self.record_schema), columns)
     }
 
-    /// Decodes `bytes`: records each ending in `\n`, listed by `lines`.
-    /// `position` is where the source stands after these records.
-    pub fn decode(
+    /// Decodes `bytes` (records each ending in `\n`, listed by `lines`)
+    /// into the declared columns: the rows, the line each row came from,
+    /// and a dead letter for each record that does not decode.
+    pub fn records(
         &self,
         bytes: &[u8],
         lines: &[RawRecord],
-        position: SourcePosition,
-    ) -> Result<SourceBatch> {
+    ) -> Result<(RecordBatch, Vec<usize>, Vec<DeadLetter>)> {
         let mut dead_letters = Vec::new();
         // `row_lines[r]`: the line row `r` came from.
         let (rows, row_lines) = match self.decode_bytes(bytes) {
@@ -212,6 +266,18 @@ impl Decoder {
                 (concat_batches(&self.record_schema, &good)?, row_lines)
             }
         };
+        Ok((rows, row_lines, dead_letters))
+    }
+
+    /// Decodes `bytes`: records each ending in `\n`, listed by `lines`.
+    /// `position` is where the source stands after these records.
+    pub fn decode(
+        &self,
+        bytes: &[u8],
+        lines: &[RawRecord],
+        position: SourcePosition,
+    ) -> Result<SourceBatch> {
+        let (rows, row_lines, mut dead_letters) = self.records(bytes, lines)?;
         let rows = if self.kafka_timestamp || self.processing_time {
             let mut columns = rows.columns().to_vec();
             if self.kafka_timestamp {
@@ -229,8 +295,12 @@ impl Decoder {
         } else {
             rows
         };
-        let (rows, event_time) =
-            self.guard_event_times(rows, &row_lines, lines, bytes, &mut dead_letters)?;
+        let (rows, event_time) = match &self.event_time {
+            Some(guard) => {
+                self.guard_event_times(guard, rows, &row_lines, lines, bytes, &mut dead_letters)?
+            }
+            None => (rows, Vec::new()),
+        };
         Ok(SourceBatch {
             rows,
             dead_letters,
@@ -249,16 +319,17 @@ impl Decoder {
     /// `event_time.max_ahead` (it would hold the watermark for good).
     fn guard_event_times(
         &self,
+        guard: &EventTime,
         rows: RecordBatch,
         row_lines: &[usize],
         lines: &[RawRecord],
         bytes: &[u8],
         dead_letters: &mut Vec<DeadLetter>,
     ) -> Result<(RecordBatch, Vec<i64>)> {
-        let name = self.schema.field(self.event_time_index).name();
-        let column = rows.column(self.event_time_index);
-        let (raw, unit) = event_time_values(column, self.event_time_unit)?;
-        let latest = self
+        let name = self.schema.field(guard.index).name();
+        let column = rows.column(guard.index);
+        let (raw, unit) = event_time_values(column, guard.unit)?;
+        let latest = guard
             .max_ahead_millis
             .map(|ahead| chrono::Utc::now().timestamp_millis().saturating_add(ahead));
         let mut keep = Vec::with_capacity(raw.len());

@@ -66,9 +66,9 @@ fn assert_same_outputs(expected: &[(String, Vec<String>)], actual: &[(String, Ve
     }
 }
 
-/// W1 plus two queries with other kinds of state (session windows, distinct
-/// counts, averages, min/max), over `data` (a glob), checkpointing after
-/// every micro-batch.
+/// W1 plus queries with other kinds of state (session windows, distinct
+/// counts, averages, min/max, joins, a lookup join), over `data` (a glob),
+/// checkpointing after every micro-batch.
 fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let w1 = repo.join("queries/task_failure_metrics.sql");
@@ -114,6 +114,19 @@ fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
            ON f.user = u.user AND f.window_start = u.window_start",
     )
     .unwrap();
+    // A lookup join inside a windowed query: each task's priority tier
+    // from a table (priorities 0-11; 12 and up are missing from it).
+    let tiers: String = (0..12)
+        .map(|p| format!("{p},{}\n", ["free", "batch", "production"][p * 3 / 12]))
+        .collect();
+    std::fs::write(dir.join("priorities.csv"), tiers).unwrap();
+    std::fs::write(
+        dir.join("per_tier.sql"),
+        "SELECT window_start, p.tier, count(*) AS events, max(t.cpu_request) AS top_cpu
+         FROM task_events t JOIN priorities p ON p.priority = t.priority
+         GROUP BY TUMBLE(t.time, INTERVAL '5' MINUTE), p.tier",
+    )
+    .unwrap();
     let source = common::task_events_source_yaml(&format!(
         "replay: {{ path: '{data}', batch_rows: {batch_rows} }}"
     ));
@@ -123,6 +136,11 @@ fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
     sources:
 {source}    commit_interval: 0s
     checkpoint: {{ retain: 3 }}
+    tables:
+      - name: priorities
+        format: csv
+        file: priorities.csv
+        columns: [ {{ name: priority, type: int }}, {{ name: tier, type: string }} ]
     queries:
       - {{ name: task_failure_metrics, sql: '{}', sinks: [ {{ parquet: {{}} }} ] }}
       - {{ name: sessions, sql: sessions.sql, sinks: [ {{ parquet: {{}} }} ] }}
@@ -130,6 +148,7 @@ fn write_pipeline(dir: &Path, data: &str, batch_rows: usize) -> PathBuf {
       - {{ name: scheduling_delay, sql: scheduling_delay.sql, sinks: [ {{ parquet: {{}} }} ] }}
       - {{ name: user_failures, sql: user_failures.sql }}
       - {{ name: user_failure_share, sql: user_failure_share.sql, sinks: [ {{ parquet: {{}} }} ] }}
+      - {{ name: per_tier, sql: per_tier.sql, sinks: [ {{ parquet: {{}} }} ] }}
 ",
         w1.display()
     );

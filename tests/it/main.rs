@@ -13,6 +13,7 @@ mod common;
 mod elasticsearch;
 mod interval_join;
 mod kafka;
+mod lookup_join;
 mod nexmark;
 mod pipeline_behaviour;
 mod prometheus;

@@ -12,7 +12,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use datafusion::prelude::{JsonReadOptions, SessionContext};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, SessionContext};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -39,7 +40,7 @@ const DISTINCT_RANKS: &str = "count(DISTINCT bidder),
 
 /// Each query and its batch form (`{BID_RANKS}` and `{DISTINCT_RANKS}`
 /// stand for those counts).
-const QUERIES: [(&str, &str); 16] = [
+const QUERIES: [(&str, &str); 17] = [
     ("q0", "SELECT auction, bidder, price, date_time FROM b"),
     ("q1", "SELECT auction, bidder, 0.908 * price AS price, date_time FROM b"),
     ("q2", "SELECT auction, price FROM b WHERE auction % 123 = 0"),
@@ -79,6 +80,11 @@ const QUERIES: [(&str, &str); 16] = [
          SELECT bidder, count(*) AS bid_count, to_timestamp_millis(min(t)) AS window_start,
                 to_timestamp_millis(max(t) + 10000) AS window_end
          FROM s GROUP BY bidder, session",
+    ),
+    (
+        "q13",
+        "SELECT b.auction, b.bidder, b.price, b.date_time, s.value
+         FROM b JOIN side_input s ON s.key = b.auction % 10000",
     ),
     (
         "q14",
@@ -161,6 +167,15 @@ async fn reference_context(dir: &Path, plain: &Path) -> SessionContext {
             .await
             .unwrap();
     }
+    let side_input = Schema::new(vec![
+        Field::new("key", DataType::Int64, false),
+        Field::new("value", DataType::Utf8, false),
+    ]);
+    let options = CsvReadOptions::new().has_header(false).schema(&side_input);
+    let path = dir.join("side_input.csv");
+    ctx.register_csv("side_input", path.to_str().unwrap(), options)
+        .await
+        .unwrap();
     ctx
 }
 

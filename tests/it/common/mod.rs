@@ -522,8 +522,8 @@ pub fn kill_at_random_points(
     kills
 }
 
-/// The repository's `pipelines.yaml` with its SQL paths made absolute (so
-/// that it can be written anywhere), `extra` appended to the query list of
+/// The repository's `pipelines.yaml` with its SQL and bundled data paths
+/// made absolute (so that it can be written anywhere), `extra` appended to the query list of
 /// pipeline `name` after the query whose line ends `after`, and that
 /// pipeline's sources replaying `batch_rows[i]` lines per batch (in order).
 pub fn repo_pipelines_variant(
@@ -535,7 +535,8 @@ pub fn repo_pipelines_variant(
     let repo = env!("CARGO_MANIFEST_DIR");
     let yaml = std::fs::read_to_string(Path::new(repo).join("pipelines.yaml"))
         .unwrap()
-        .replace("sql: queries/", &format!("sql: {repo}/queries/"));
+        .replace("sql: queries/", &format!("sql: {repo}/queries/"))
+        .replace(":-datasets/", &format!(":-{repo}/datasets/"));
     let section = yaml
         .find(&format!("\n  {name}:\n"))
         .unwrap_or_else(|| panic!("no pipeline {name}"));

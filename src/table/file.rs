@@ -1,0 +1,172 @@
+//! A lookup table in a file: CSV or JSON lines (gzipped when the name ends
+//! in `.gz`) decoded as a source's records are, or Parquet; read again when
+//! its modification time or length changes.
+//!
+//! A version is all good or not used: one record that does not decode
+//! refuses the file (naming the line), so a table never silently loses a
+//! row. At start that stops the run; later the last good version stays.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::{TableConfig, TableFormat, TableReader, schema_of};
+use crate::error::{Result, StreamSqlError};
+use crate::source::{Decoder, RawRecord, open_file};
+
+pub(super) struct FileTable {
+    path: PathBuf,
+    schema: SchemaRef,
+    /// CSV and JSON records; `None` for Parquet.
+    decoder: Option<Decoder>,
+    header: bool,
+    /// Modification time and length of the version read last.
+    read: Option<(SystemTime, u64)>,
+}
+
+impl FileTable {
+    pub fn new(config: &TableConfig, path: PathBuf) -> Result<Self> {
+        let decoder = match config.format {
+            TableFormat::Parquet => None,
+            TableFormat::Csv | TableFormat::Json => Some(Decoder::for_table(config)?),
+        };
+        Ok(Self {
+            path,
+            schema: schema_of(config),
+            decoder,
+            header: config.format == TableFormat::Csv && config.csv.header,
+            read: None,
+        })
+    }
+
+    fn stamp(&self) -> Result<(SystemTime, u64)> {
+        let metadata = std::fs::metadata(&self.path)
+            .map_err(|e| StreamSqlError::io(format!("cannot read {}", self.path.display()), e))?;
+        Ok((
+            metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            metadata.len(),
+        ))
+    }
+
+    fn read_records(&self, decoder: &Decoder) -> Result<RecordBatch> {
+        let mut text = Vec::new();
+        open_file(&self.path)?
+            .read_to_end(&mut text)
+            .map_err(|e| StreamSqlError::io(format!("cannot read {}", self.path.display()), e))?;
+        if text.last().is_some_and(|b| *b != b'\n') {
+            text.push(b'\n');
+        }
+        let origin: Arc<str> = Arc::from(self.path.display().to_string());
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (n, end) in newlines(&text).enumerate() {
+            let skip = (n == 0 && self.header) || text[start..end].trim_ascii().is_empty();
+            if !skip {
+                lines.push(RawRecord {
+                    bytes: start..end,
+                    origin: Arc::clone(&origin),
+                    index: n as u64 + 1,
+                    timestamp: None,
+                });
+            }
+            start = end + 1;
+        }
+        // The decoder reads the records' bytes in one piece: keep only theirs.
+        let mut bytes = Vec::with_capacity(text.len());
+        for line in &mut lines {
+            let from = bytes.len();
+            bytes.extend_from_slice(&text[line.bytes.clone()]);
+            bytes.push(b'\n');
+            line.bytes = from..bytes.len() - 1;
+        }
+        let (rows, _, dead_letters) = decoder.records(&bytes, &lines)?;
+        match dead_letters.first() {
+            None => Ok(rows),
+            Some(first) => Err(StreamSqlError::Table(format!(
+                "{}: {}{}; fix the file (the table is all good or not used)",
+                first.position,
+                first.reason,
+                match dead_letters.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more bad rows)", n - 1),
+                }
+            ))),
+        }
+    }
+
+    /// The declared columns of a Parquet file, found by name and cast to
+    /// the declared types (a value that does not convert refuses the file).
+    fn read_parquet(&self) -> Result<RecordBatch> {
+        let file = File::open(&self.path)
+            .map_err(|e| StreamSqlError::io(format!("cannot open {}", self.path.display()), e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+        let strict = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let mut batches = Vec::new();
+        for batch in reader {
+            let batch = batch?;
+            let mut columns = Vec::with_capacity(self.schema.fields().len());
+            for field in self.schema.fields() {
+                let column = batch.column_by_name(field.name()).ok_or_else(|| {
+                    StreamSqlError::Table(format!(
+                        "{} has no column `{}`",
+                        self.path.display(),
+                        field.name()
+                    ))
+                })?;
+                columns.push(
+                    cast_with_options(column, field.data_type(), &strict).map_err(|e| {
+                        StreamSqlError::Table(format!(
+                            "{}: column `{}`: {e}",
+                            self.path.display(),
+                            field.name()
+                        ))
+                    })?,
+                );
+            }
+            batches.push(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
+        }
+        Ok(concat_batches(&self.schema, &batches)?)
+    }
+}
+
+/// The offsets of the newlines of `text`.
+fn newlines(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    text.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+}
+
+impl TableReader for FileTable {
+    fn load(&mut self, _stop: &AtomicBool) -> Result<RecordBatch> {
+        let stamp = self.stamp()?;
+        let rows = match &self.decoder {
+            Some(decoder) => self.read_records(decoder)?,
+            None => self.read_parquet()?,
+        };
+        self.read = Some(stamp);
+        Ok(rows)
+    }
+
+    fn refresh(&mut self, stop: &AtomicBool) -> Result<Option<RecordBatch>> {
+        let stamp = self.stamp()?;
+        if self.read == Some(stamp) {
+            return Ok(None);
+        }
+        // A failed read is not tried again until the file changes once more.
+        self.read = Some(stamp);
+        self.load(stop).map(Some)
+    }
+}
