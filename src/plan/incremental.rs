@@ -40,9 +40,10 @@ const JOIN: Refusal = Refusal {
 };
 
 const LOOKUP_JOIN: Refusal = Refusal {
-    message: "a lookup join passes on the stream's rows: a table row that matched no event \
-              (RIGHT or FULL JOIN keeping the table's side), or a join without an equality on \
-              the table's key, would depend on which events share a micro-batch",
+    message: "a lookup join passes on the stream's rows, joined by an equality with the \
+              table's columns: a table row that matched no event (RIGHT or FULL JOIN keeping \
+              the table's side) would depend on which events share a micro-batch, and without \
+              an equality every event would be compared with every row",
     fix: "join each event with the table by key, as an inner or LEFT JOIN with the table on \
           the right: `FROM events e LEFT JOIN machines m ON m.machine_id = e.machine_id`",
 };
@@ -164,7 +165,7 @@ impl Finder<'_> {
                     })
                     .filter(|r| {
                         !matches!(r, TableFactor::Table { name, .. }
-                            if lookups.iter().any(|l| name.to_string().eq_ignore_ascii_case(l)))
+                            if lookups.iter().any(|l| name.to_string().trim_matches('"') == *l))
                     });
                 if let Some(third) = relations.nth(2) {
                     self.refuse_at(third, &SECOND_JOIN);
@@ -291,7 +292,7 @@ fn require_steps(
         | "async_func" => true,
         // Each event row joined with the table as it is now (see
         // `crate::table`).
-        "LookupJoinExec" => true,
+        "LookupJoinExec" | "LookupTableExec" => true,
         // Orders the rows of each emission; a stream has no global order.
         "SortExec" => plan
             .downcast_ref::<SortExec>()

@@ -40,18 +40,22 @@ const BOUND_FIX: &str = "make it an interval join: join on a key and bound one s
 
 /// Whether `plan` joins two streams (the query is then planned here); a
 /// lookup table joined with a stream is row-local (see [`crate::table`]).
-pub fn has_join(plan: &LogicalPlan) -> Result<bool> {
-    let reads_stream = |side: &LogicalPlan| tables_read(side).is_ok_and(|t| !t.is_empty());
+pub fn has_join(plan: &LogicalPlan, lookups: &[&str]) -> Result<bool> {
     let mut found = false;
     plan.apply_with_subqueries(|node| {
-        found |=
-            matches!(node, LogicalPlan::Join(j) if reads_stream(&j.left) && reads_stream(&j.right));
+        found |= joins_streams(node, lookups);
         Ok(match found {
             true => TreeNodeRecursion::Stop,
             false => TreeNodeRecursion::Continue,
         })
     })?;
     Ok(found)
+}
+
+/// Whether `node` is a join of two streams (not a lookup join).
+fn joins_streams(node: &LogicalPlan, lookups: &[&str]) -> bool {
+    let reads_stream = |side: &LogicalPlan| tables_read(side, lookups).is_ok_and(|t| !t.is_empty());
+    matches!(node, LogicalPlan::Join(j) if reads_stream(&j.left) && reads_stream(&j.right))
 }
 
 /// A planned join query: the tables of its two ports and its operator.
@@ -69,6 +73,7 @@ pub async fn plan_join(
     ctx: &SessionContext,
     logical: &LogicalPlan,
     slots: &[(&TableDef, BatchSlot)],
+    lookups: &[&str],
 ) -> Result<PlannedJoin> {
     let at_join = |message: &str, fix: &str| -> StreamSqlError {
         let (line, column) = locate_keyword(sql, "JOIN")
@@ -82,8 +87,11 @@ pub async fn plan_join(
     let state = ctx.state();
     let optimized = state.optimize(logical)?;
     let mut joins = Vec::new();
+    // Lookup joins below stay in the sides' row-local plans.
     optimized.apply(|node| {
-        if let LogicalPlan::Join(join) = node {
+        if let LogicalPlan::Join(join) = node
+            && joins_streams(node, lookups)
+        {
             joins.push(join.clone());
         }
         Ok(TreeNodeRecursion::Continue)
@@ -109,7 +117,7 @@ pub async fn plan_join(
     }
     let mut sides = Vec::new();
     for side in [&join.left, &join.right] {
-        sides.push(side_of(side, slots).map_err(|(m, fix)| at_join(&m, fix))?);
+        sides.push(side_of(side, slots, lookups).map_err(|(m, fix)| at_join(&m, fix))?);
     }
     if join.on.is_empty() {
         return Err(at_join(
@@ -267,8 +275,9 @@ struct SideTime {
 fn side_of(
     plan: &LogicalPlan,
     slots: &[(&TableDef, BatchSlot)],
+    lookups: &[&str],
 ) -> Result<JoinSide, (String, &'static str)> {
-    let read: Vec<String> = tables_read(plan)
+    let read: Vec<String> = tables_read(plan, lookups)
         .map_err(|e| (e.to_string(), BOUND_FIX))?
         .into_iter()
         .collect();
@@ -300,7 +309,6 @@ fn side_of(
                  their own",
             ));
         }
-        // Lookup tables are not registered as streams (see `crate::table`).
         TableRole::Lookup => {
             return Err((
                 format!("`{table}` is a lookup table, not a stream"),

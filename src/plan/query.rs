@@ -180,6 +180,10 @@ impl QueryPlan {
     ) -> Result<Self> {
         let file_name = file.display().to_string();
         let ctx = new_context(tables);
+        let lookups: Vec<&str> = (tables.iter())
+            .filter(|t| t.role == TableRole::Lookup)
+            .map(|t| t.name.as_str())
+            .collect();
         let state = ctx.state();
         let mut statement = state
             .sql_to_statement(sql, &Dialect::Generic)
@@ -197,10 +201,6 @@ impl QueryPlan {
         let call = match &mut statement {
             DFStatement::Statement(inner) => {
                 let call = rewrite_window(inner, &file_name)?;
-                let lookups: Vec<&str> = (tables.iter())
-                    .filter(|t| t.role == TableRole::Lookup)
-                    .map(|t| t.name.as_str())
-                    .collect();
                 if let Err(Diagnostics(found)) = refuse_statement(&file_name, sql, inner, &lookups)
                 {
                     if found.iter().any(|d| d.message != GROUP_BY.message) {
@@ -250,7 +250,7 @@ impl QueryPlan {
             Some(found) => Err(StreamSqlError::Invalid(found)),
             None => Ok(()),
         };
-        if has_join(&logical)? {
+        if has_join(&logical, &lookups)? {
             refused(group_by_refused.clone())?;
             if let Some(call) = &call {
                 return Err(Diagnostic::new(
@@ -262,7 +262,7 @@ impl QueryPlan {
                 .with_fix("window each source in a query of its own, or join the raw events")
                 .into());
             }
-            let planned = plan_join(&file_name, sql, &ctx, &logical, &slots).await?;
+            let planned = plan_join(&file_name, sql, &ctx, &logical, &slots, &lookups).await?;
             return Ok(Self {
                 name: name.to_string(),
                 emit,
@@ -272,7 +272,7 @@ impl QueryPlan {
                 operators: vec![Box::new(planned.operator)],
             });
         }
-        let read = tables_read(&logical)?;
+        let read = tables_read(&logical, &lookups)?;
         let input = match read.len() {
             1 => read.into_iter().next().unwrap_or_default(),
             0 => {
@@ -682,12 +682,13 @@ pub(super) fn passes_unchanged(
     }
 }
 
-/// The streams `plan` reads: sources, late rows and results, not lookup tables.
-pub(super) fn tables_read(plan: &LogicalPlan) -> Result<BTreeSet<String>> {
+/// The streams `plan` reads: sources, late rows and results, not the
+/// `lookups` tables.
+pub(super) fn tables_read(plan: &LogicalPlan, lookups: &[&str]) -> Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
-            && !crate::table::is_lookup(&scan.source.schema())
+            && !lookups.contains(&scan.table_name.table())
         {
             names.insert(scan.table_name.table().to_string());
         }

@@ -175,7 +175,7 @@ impl Pipeline {
             epoch: keep_through.map_or(0, |s| s + 1),
             restored,
             metrics,
-            _lookups: lookups,
+            lookups,
         })
     }
 

@@ -141,7 +141,7 @@ pub struct Pipeline {
     restored: Option<Restored>,
     metrics: Arc<Metrics>,
     /// The lookup tables, kept current while the pipeline lives.
-    _lookups: Vec<LiveTable>,
+    lookups: Vec<LiveTable>,
 }
 
 impl Pipeline {
@@ -212,6 +212,9 @@ impl Pipeline {
                 }
             }
             self.flush_sinks_if_due().await?;
+            for table in &self.lookups {
+                table.check()?;
+            }
             if options.stop_after_batches == Some(batches) {
                 summary.stopped_early = true;
                 break;

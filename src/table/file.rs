@@ -29,9 +29,12 @@ pub(super) struct FileTable {
     /// CSV and JSON records; `None` for Parquet.
     decoder: Option<Decoder>,
     header: bool,
-    /// Modification time and length of the version read last.
-    read: Option<(SystemTime, u64)>,
+    /// The stamp of the version read last.
+    read: Option<Stamp>,
 }
+
+/// Inode, change time, modification time and length.
+type Stamp = (u64, (i64, i64), SystemTime, u64);
 
 impl FileTable {
     pub fn new(config: &TableConfig, path: PathBuf) -> Result<Self> {
@@ -48,10 +51,16 @@ impl FileTable {
         })
     }
 
-    fn stamp(&self) -> Result<(SystemTime, u64)> {
+    /// What tells a version of the file: its inode (a file renamed over
+    /// it), change time (a rewrite in place, even one keeping the
+    /// modification time, as `cp -p` does), modification time and length.
+    fn stamp(&self) -> Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
         let metadata = std::fs::metadata(&self.path)
             .map_err(|e| StreamSqlError::io(format!("cannot read {}", self.path.display()), e))?;
         Ok((
+            metadata.ino(),
+            (metadata.ctime(), metadata.ctime_nsec()),
             metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             metadata.len(),
         ))
@@ -156,17 +165,27 @@ impl TableReader for FileTable {
             Some(decoder) => self.read_records(decoder)?,
             None => self.read_parquet()?,
         };
+        // Written to while it was read: the rows may be half of each version.
+        if self.stamp()? != stamp {
+            return Err(StreamSqlError::Table(format!(
+                "{} changed while it was read; it is read again at the next check",
+                self.path.display()
+            )));
+        }
         self.read = Some(stamp);
         Ok(rows)
     }
 
+    /// A failed read is tried again only when the file changes once more.
     fn refresh(&mut self, stop: &AtomicBool) -> Result<Option<RecordBatch>> {
         let stamp = self.stamp()?;
         if self.read == Some(stamp) {
             return Ok(None);
         }
-        // A failed read is not tried again until the file changes once more.
-        self.read = Some(stamp);
-        self.load(stop).map(Some)
+        let read = self.load(stop).map(Some);
+        if read.is_err() {
+            self.read = Some(stamp);
+        }
+        read
     }
 }

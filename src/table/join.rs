@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::kernels::cast::cast;
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -34,28 +33,86 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::{LOOKUP_TABLE, TableRows};
+use super::TableRows;
 
-/// Whether every table `plan` scans is a lookup table.
+/// Whether every table `plan` scans is a lookup table (marked by
+/// [`LookupTableExec`]).
 pub fn scans_lookup_only(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    match plan.downcast_ref::<StreamingTableExec>() {
-        Some(scan) => super::is_lookup(scan.partition_schema()),
-        None => {
-            let children = plan.children();
-            !children.is_empty() && children.iter().all(|c| scans_lookup_only(c))
-        }
+    if plan.is::<LookupTableExec>() {
+        return true;
+    }
+    let children = plan.children();
+    !children.is_empty() && children.iter().all(|c| scans_lookup_only(c))
+}
+
+/// The lookup tables `plan` scans.
+fn lookup_tables(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<(String, TableRows)>) {
+    match plan.downcast_ref::<LookupTableExec>() {
+        Some(scan) => found.push((scan.name.clone(), scan.rows.clone())),
+        None => plan
+            .children()
+            .into_iter()
+            .for_each(|c| lookup_tables(c, found)),
     }
 }
 
-/// The lookup tables `plan` scans, by name.
-fn lookup_names(plan: &Arc<dyn ExecutionPlan>, names: &mut Vec<String>) {
-    if let Some(scan) = plan.downcast_ref::<StreamingTableExec>()
-        && let Some(name) = scan.partition_schema().metadata().get(LOOKUP_TABLE)
-    {
-        names.push(name.clone());
+/// A scan of a lookup table, marked as one: the scan DataFusion planned,
+/// and which table it reads (a stream's scan looks just the same).
+#[derive(Debug)]
+pub struct LookupTableExec {
+    name: String,
+    rows: TableRows,
+    scan: Arc<dyn ExecutionPlan>,
+}
+
+impl DisplayAs for LookupTableExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "LookupTableExec: table={}", self.name)
     }
-    for child in plan.children() {
-        lookup_names(child, names);
+}
+
+impl ExecutionPlan for LookupTableExec {
+    fn name(&self) -> &'static str {
+        "LookupTableExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.scan.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.scan]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&PhysicalExprRef) -> DFResult<TreeNodeRecursion>,
+    ) -> DFResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let (Some(scan), None) = (children.pop(), children.pop()) else {
+            return Err(DataFusionError::Internal(
+                "a lookup table scan has one child".into(),
+            ));
+        };
+        Ok(Arc::new(Self {
+            name: self.name.clone(),
+            rows: self.rows.clone(),
+            scan,
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DFResult<SendableRecordBatchStream> {
+        self.scan.execute(partition, context)
     }
 }
 
@@ -84,8 +141,22 @@ impl PhysicalOptimizerRule for LookupJoins {
         _config: &ConfigOptions,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
+            // A scan of a table's rows (by identity: its partition is
+            // them) is marked; a join with marked scans on one side becomes
+            // a lookup join where it can.
+            if let Some(scan) = node.downcast_ref::<StreamingTableExec>()
+                && let Some((name, rows)) = (self.tables.iter())
+                    .find(|(_, rows)| Arc::ptr_eq(scan.partition_schema(), rows.schema()))
+            {
+                let marked = LookupTableExec {
+                    name: name.clone(),
+                    rows: rows.clone(),
+                    scan: Arc::clone(&node),
+                };
+                return Ok(Transformed::yes(Arc::new(marked) as Arc<dyn ExecutionPlan>));
+            }
             Ok(match node.downcast_ref::<HashJoinExec>() {
-                Some(join) => match LookupJoinExec::try_new(join, &self.tables)? {
+                Some(join) => match LookupJoinExec::try_new(join)? {
                     Some(lookup) => Transformed::yes(Arc::new(lookup) as Arc<dyn ExecutionPlan>),
                     None => Transformed::no(node),
                 },
@@ -150,7 +221,7 @@ struct Index {
 impl LookupJoinExec {
     /// The lookup join doing what `join` does, when one side of it scans
     /// lookup tables only and it passes on event rows only.
-    fn try_new(join: &HashJoinExec, tables: &[(String, TableRows)]) -> DFResult<Option<Self>> {
+    fn try_new(join: &HashJoinExec) -> DFResult<Option<Self>> {
         let (left, right) = (join.left(), join.right());
         let stream_is_left = match (scans_lookup_only(left), scans_lookup_only(right)) {
             (false, true) => true,
@@ -174,17 +245,9 @@ impl LookupJoinExec {
             true => Arc::clone(&pair.0),
             false => Arc::clone(&pair.1),
         };
-        let mut names = Vec::new();
-        lookup_names(table, &mut names);
-        let rows = (names.iter())
-            .map(|n| {
-                (tables.iter().find(|(name, _)| name == n))
-                    .map(|(_, rows)| rows.clone())
-                    .ok_or_else(|| {
-                        DataFusionError::Internal(format!("lookup table {n} is not registered"))
-                    })
-            })
-            .collect::<DFResult<Vec<_>>>()?;
+        let mut tables = Vec::new();
+        lookup_tables(table, &mut tables);
+        let (names, rows) = tables.into_iter().unzip();
         let schema = join.schema();
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
@@ -265,12 +328,15 @@ impl Lookup {
     /// One batch of events joined with `index`.
     fn join(&self, index: &Index, events: &RecordBatch) -> DFResult<RecordBatch> {
         let keys = evaluate(&self.stream_keys, events)?;
-        let keys = (keys.iter().zip(&index.key_types))
-            .map(|(k, t)| match k.data_type() == t {
-                true => Ok(Arc::clone(k)),
-                false => cast(k, t),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // DataFusion gave both sides' keys one type; a cast here could make
+        // false matches (an overflow turned NULL, 1.5 turned 1).
+        if let Some((k, t)) = (keys.iter().zip(&index.key_types)).find(|(k, t)| k.data_type() != *t)
+        {
+            return Err(DataFusionError::Internal(format!(
+                "lookup join keys of types {} and {t}",
+                k.data_type()
+            )));
+        }
         let encoded = index.converter.convert_columns(&keys)?;
         // Every (event, table row) pair with equal keys, in event order.
         let (mut event_rows, mut table_rows) = (Vec::new(), Vec::new());
@@ -312,13 +378,14 @@ impl Lookup {
                 (events_out, table_out)
             }
         };
+        let rows = event_rows.len();
         let events_taken = take_columns(events, &UInt32Array::from(event_rows))?;
         let table_taken = take_columns(&index.table, &table_rows.into_iter().collect())?;
         let columns = match self.stream_is_left {
             true => [events_taken, table_taken].concat(),
             false => [table_taken, events_taken].concat(),
         };
-        self.project(columns)
+        self.project(columns, rows)
     }
 
     /// The filter of the ON clause, for each candidate pair.
@@ -352,15 +419,16 @@ impl Lookup {
             .ok_or_else(|| DataFusionError::Internal("join filter is not boolean".into()))
     }
 
-    /// The output columns of the join's `columns` (its schema's, in order).
-    fn project(&self, columns: Vec<ArrayRef>) -> DFResult<RecordBatch> {
+    /// The output columns of the join's `columns` (its schema's, in order),
+    /// `rows` long (a projection may keep no column).
+    fn project(&self, columns: Vec<ArrayRef>, rows: usize) -> DFResult<RecordBatch> {
         let columns = match &self.projection {
             Some(p) => p.iter().map(|i| Arc::clone(&columns[*i])).collect(),
             None => columns,
         };
         let schema = Arc::clone(&self.schema);
-        let options = datafusion::arrow::array::RecordBatchOptions::new()
-            .with_row_count(Some(columns.first().map_or(0, |c| c.len())));
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(
             schema, columns, &options,
         )?)

@@ -2,8 +2,8 @@
 //! message key, as compaction keeps it; a message without a value (a
 //! tombstone) deletes its key.
 //!
-//! At start the topic is read to the end offsets it had then (the run waits
-//! for that, up to `load_timeout`); afterwards new messages are applied
+//! At start the topic is read to the end each partition has then (the run
+//! waits for that, up to `load_timeout`); afterwards new messages are applied
 //! every `refresh_interval`. A value that does not decode is skipped,
 //! logged with its partition and offset and counted: its key keeps the
 //! value it had, as Kafka Streams' log-and-continue handler does.
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -44,11 +45,18 @@ struct Change {
     key: Vec<u8>,
     value: Option<Vec<u8>>,
     origin: Arc<str>,
-    partition: i32,
     offset: i64,
 }
 
-fn kafka_error(topic: &str, e: rdkafka::error::KafkaError) -> StreamSqlError {
+/// What one poll brought.
+enum Polled {
+    Nothing,
+    Change(Change),
+    /// The end of a partition (as it stands now).
+    End(i32),
+}
+
+fn kafka_error(topic: &str, e: KafkaError) -> StreamSqlError {
     StreamSqlError::Table(format!("kafka topic `{topic}`: {e}"))
 }
 
@@ -68,7 +76,10 @@ impl KafkaTable {
                 format!("streamsql-{pipeline}-table-{}", config.name),
             )
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
+            // The end of a partition is told, not inferred from its last
+            // offset (a transaction marker or a compacted-away tombstone
+            // may hold that one).
+            .set("enable.partition.eof", "true");
         for (key, value) in &kafka.properties {
             client.set(key, value);
         }
@@ -84,8 +95,9 @@ impl KafkaTable {
         })
     }
 
-    /// Assigns every partition from its start; the offsets to read up to.
-    fn assign_all(&self) -> Result<BTreeMap<i32, i64>> {
+    /// Assigns every partition from its start; the partitions to read to
+    /// their end.
+    fn assign_all(&self) -> Result<Vec<i32>> {
         let timeout = self.load_timeout;
         let metadata = self
             .consumer
@@ -102,35 +114,27 @@ impl KafkaTable {
             )));
         }
         let mut list = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
-        for p in partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, p, timeout)
+        for p in &partitions {
+            list.add_partition_offset(&self.topic, *p, Offset::Beginning)
                 .map_err(|e| kafka_error(&self.topic, e))?;
-            list.add_partition_offset(&self.topic, p, Offset::Beginning)
-                .map_err(|e| kafka_error(&self.topic, e))?;
-            if high > low {
-                ends.insert(p, high);
-            }
         }
         self.consumer
             .assign(&list)
             .map_err(|e| kafka_error(&self.topic, e))?;
-        Ok(ends)
+        Ok(partitions)
     }
 
-    fn poll(&self, wait: Duration) -> Result<Option<Change>> {
-        let Some(message) = self.consumer.poll(wait) else {
-            return Ok(None);
+    fn poll(&self, wait: Duration) -> Result<Polled> {
+        let message = match self.consumer.poll(wait) {
+            None => return Ok(Polled::Nothing),
+            Some(Err(KafkaError::PartitionEOF(partition))) => return Ok(Polled::End(partition)),
+            Some(message) => message.map_err(|e| kafka_error(&self.topic, e))?,
         };
-        let message = message.map_err(|e| kafka_error(&self.topic, e))?;
         let origin: Arc<str> = Arc::from(format!("kafka:{}/{}", self.topic, message.partition()));
-        Ok(Some(Change {
+        Ok(Polled::Change(Change {
             key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
             value: message.payload().map(<[u8]>::to_vec),
             origin,
-            partition: message.partition(),
             offset: message.offset(),
         }))
     }
@@ -211,44 +215,52 @@ impl KafkaTable {
 
 impl TableReader for KafkaTable {
     fn load(&mut self, stop: &AtomicBool) -> Result<RecordBatch> {
-        let mut ends = self.assign_all()?;
+        let mut unread = self.assign_all()?;
         let deadline = Instant::now() + self.load_timeout;
         let mut changes = Vec::new();
-        while !ends.is_empty() {
+        while !unread.is_empty() {
             if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                 return Err(StreamSqlError::Table(format!(
                     "kafka topic `{}` was not read to its end within load_timeout ({:?}); \
                      partitions left: {:?}",
-                    self.topic,
-                    self.load_timeout,
-                    ends.keys().collect::<Vec<_>>()
+                    self.topic, self.load_timeout, unread
                 )));
             }
-            let Some(change) = self.poll(Duration::from_millis(100))? else {
-                continue;
-            };
-            if ends
-                .get(&change.partition)
-                .is_some_and(|end| change.offset + 1 >= *end)
-            {
-                ends.remove(&change.partition);
-            }
-            changes.push(change);
-            if changes.len() >= MOST_PER_REFRESH {
-                self.apply(std::mem::take(&mut changes))?;
+            match self.poll(Duration::from_millis(100))? {
+                Polled::Nothing => {}
+                Polled::End(partition) => unread.retain(|p| *p != partition),
+                Polled::Change(change) => {
+                    changes.push(change);
+                    if changes.len() >= MOST_PER_REFRESH {
+                        self.apply(std::mem::take(&mut changes))?;
+                    }
+                }
             }
         }
         self.apply(changes)?;
         self.version()
     }
 
+    /// The messages that came since the last refresh, applied. A broker
+    /// error ends the refresh early; what came before it is applied still
+    /// (the consumer has moved past it).
     fn refresh(&mut self, _stop: &AtomicBool) -> Result<Option<RecordBatch>> {
         let mut changes = Vec::new();
+        let mut error = None;
         while changes.len() < MOST_PER_REFRESH {
-            match self.poll(Duration::ZERO)? {
-                Some(change) => changes.push(change),
-                None => break,
+            match self.poll(Duration::ZERO) {
+                Ok(Polled::Change(change)) => changes.push(change),
+                Ok(Polled::End(_)) => {}
+                Ok(Polled::Nothing) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
+        }
+        if let Some(e) = error {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(table = %self.name, "kafka: {e} (librdkafka retries)");
         }
         if changes.is_empty() {
             return Ok(None);

@@ -29,28 +29,17 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 
 pub use config::{KafkaTableConfig, TableConfig, TableFormat, TableInput};
-pub use join::{LookupJoinExec, LookupJoins, scans_lookup_only};
+pub use join::{LookupJoinExec, LookupJoins, LookupTableExec, scans_lookup_only};
 
 use crate::error::{Result, StreamSqlError};
 
-/// The schema metadata key that marks a lookup table's rows (its value is
-/// the table's name): the planner tells lookup scans from stream scans by it.
-pub const LOOKUP_TABLE: &str = "streamsql.lookup_table";
-
-/// A table's schema: its declared columns, marked as a lookup table's.
+/// A table's schema: its declared columns.
 pub fn schema_of(config: &TableConfig) -> SchemaRef {
-    let fields = (config.columns.iter())
-        .map(|c| Field::new(&c.name, c.column_type.data_type(), true))
-        .collect::<Vec<_>>();
-    Arc::new(Schema::new_with_metadata(
-        fields,
-        [(LOOKUP_TABLE.to_string(), config.name.clone())].into(),
+    Arc::new(Schema::new(
+        (config.columns.iter())
+            .map(|c| Field::new(&c.name, c.column_type.data_type(), true))
+            .collect::<Vec<_>>(),
     ))
-}
-
-/// Whether `schema` is a lookup table's.
-pub fn is_lookup(schema: &Schema) -> bool {
-    schema.metadata().contains_key(LOOKUP_TABLE)
 }
 
 /// The newest version of a table's rows, shared by every plan that joins
@@ -95,7 +84,7 @@ impl TableRows {
 
     /// Makes `rows` the version every later plan run reads.
     fn replace(&self, rows: RecordBatch) -> Result<()> {
-        // The same columns, under the schema that marks them a table's.
+        // The same columns, under the table's own schema.
         let rows = RecordBatch::try_new(Arc::clone(&self.schema), rows.columns().to_vec())?;
         self.stats
             .rows
@@ -128,8 +117,24 @@ impl PartitionStream for TableRows {
 
 /// A table kept current by a thread of its own, stopped when this is dropped.
 pub struct LiveTable {
+    name: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl LiveTable {
+    /// An error once the thread keeping the table current has died (it
+    /// only ends when stopped): the run must not go on with a table that
+    /// no longer follows its file or topic.
+    pub fn check(&self) -> Result<()> {
+        match &self.thread {
+            Some(thread) if thread.is_finished() => Err(StreamSqlError::Table(format!(
+                "lookup table `{}`: the thread reading it died (see the log above)",
+                self.name
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Drop for LiveTable {
@@ -191,6 +196,7 @@ pub fn start(
         })
         .map_err(|e| StreamSqlError::io("cannot start a lookup table's thread", e))?;
     Ok(LiveTable {
+        name: config.name.clone(),
         stop,
         thread: Some(thread),
     })

@@ -2,12 +2,13 @@
 //! file or a compacted Kafka topic (see docs/sql.md#lookup-joins).
 //!
 //! W4's failure-domain windows (pipeline `server_monitoring_alibaba`, the
-//! machines' attributes as a lookup table) equal DataFusion batch SQL that
-//! keeps each machine's newest attributes itself, at several batch sizes and
-//! worker counts; and a running pipeline follows its tables: a topic's
+//! machines' attributes as a lookup table, from CSV and from Parquet) equal
+//! DataFusion batch SQL that keeps each machine's newest attributes itself,
+//! at several batch sizes and worker counts; and a running pipeline follows its tables: a topic's
 //! latest value per key (tombstones delete, a bad value is skipped and
-//! counted), a file replaced mid-run, and a broken file that leaves the last
-//! good version in place.
+//! counted), a file (with a header, and a condition across both sides in
+//! `ON`) replaced mid-run, and a broken file that leaves the last good
+//! version in place.
 
 use crate::common;
 
@@ -56,7 +57,9 @@ FROM w JOIN m ON m.machine_id = w.server_id
 WHERE m.status = 'USING'
 GROUP BY m.failure_domain_1, ws";
 
-async fn domain_windows_reference(usage: &Path, meta: &Path) -> Vec<String> {
+/// domain_windows in batch SQL over the two files; `parquet` gets the
+/// machines' table written as Parquet, for the run that reads it so.
+async fn domain_windows_reference(usage: &Path, meta: &Path, parquet: &Path) -> Vec<String> {
     let ctx = SessionContext::new();
     let field = |name: &str, t: DataType| Field::new(name, t, true);
     let usage_schema = Schema::new(vec![
@@ -88,6 +91,15 @@ async fn domain_windows_reference(usage: &Path, meta: &Path) -> Vec<String> {
             .await
             .unwrap();
     }
+    ctx.sql(&format!(
+        "COPY (SELECT * FROM machines ORDER BY machine_id, time_stamp) TO '{}' STORED AS PARQUET",
+        parquet.display()
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
     let batches = ctx
         .sql(DOMAIN_WINDOWS)
         .await
@@ -104,9 +116,11 @@ async fn domain_windows_reference(usage: &Path, meta: &Path) -> Vec<String> {
 async fn failure_domain_windows_equal_batch_sql_at_any_batch_size_and_parallelism() {
     let dir = common::scratch_dir("lookup-domains");
     let (usage, meta) = alibaba_files();
-    let want = domain_windows_reference(&usage, &meta).await;
+    let parquet = dir.join("machine_meta.parquet");
+    let want = domain_windows_reference(&usage, &meta, &parquet).await;
     assert!(want.len() > 10, "too few reference rows: {want:?}");
-    for (batch_rows, workers) in [(1000, 1), (7, 3), (4096, 2)] {
+    // The last run reads the machines from the Parquet file.
+    for (batch_rows, workers, format) in [(1000, 1, "csv"), (7, 3, "csv"), (4096, 2, "parquet")] {
         let config = dir.join("pipelines.yaml");
         let yaml = common::repo_pipelines_variant(
             "server_monitoring_alibaba",
@@ -114,6 +128,13 @@ async fn failure_domain_windows_equal_batch_sql_at_any_batch_size_and_parallelis
             "",
             &[batch_rows],
         );
+        let meta = match format {
+            "parquet" => &parquet,
+            _ => &meta,
+        };
+        let table = "        format: csv\n        file: ${ALIBABA_MACHINE_META";
+        assert!(yaml.contains(table));
+        let yaml = yaml.replace(table, &table.replace("csv", format));
         std::fs::write(&config, yaml).unwrap();
         let out = dir.join(format!("out-{batch_rows}-{workers}"));
         let workers = workers.to_string();
@@ -121,12 +142,12 @@ async fn failure_domain_windows_equal_batch_sql_at_any_batch_size_and_parallelis
         let mut command = common::run_pipeline(&config, "server_monitoring_alibaba", &out, &extra);
         command
             .env("ALIBABA_MACHINE_USAGE", &usage)
-            .env("ALIBABA_MACHINE_META", &meta);
+            .env("ALIBABA_MACHINE_META", meta);
         common::assert_ok(&common::output_within(command, LIMIT));
         let mut got = common::row_texts(&[&out.join("domain_windows")]);
         got.sort();
         common::assert_same_rows(
-            &format!("domain_windows ({batch_rows} rows per batch, {workers} workers)"),
+            &format!("domain_windows ({batch_rows} rows per batch, {workers} workers, {format})"),
             &want,
             &got,
         );
@@ -247,13 +268,19 @@ fn a_running_pipeline_follows_a_compacted_topic_and_a_replaced_file() {
         ],
     );
     let racks = dir.join("racks.csv");
-    std::fs::write(&racks, "r1,room-a\nr2,room-b\nr9,room-z\n").unwrap();
+    // From which reading on a rack's room holds (a condition of the ON
+    // clause across both sides): r2's from the third.
+    std::fs::write(
+        &racks,
+        "rack,room,from_id\nr1,room-a,0\nr2,room-b,2\nr9,room-z,0\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("placed.sql"),
         "SELECT r.id, r.machine, m.rack, k.room
          FROM readings r
          LEFT JOIN machines m ON m.machine = r.machine
-         LEFT JOIN racks k ON k.rack = m.rack",
+         LEFT JOIN racks k ON k.rack = m.rack AND r.id >= k.from_id",
     )
     .unwrap();
     let config = dir.join("pipelines.yaml");
@@ -280,8 +307,10 @@ fn a_running_pipeline_follows_a_compacted_topic_and_a_replaced_file() {
       - name: racks
         format: csv
         file: racks.csv
+        csv: {{ header: true }}
         refresh_interval: 100ms
-        columns: [ {{ name: rack, type: string }}, {{ name: room, type: string }} ]
+        columns: [ {{ name: rack, type: string }}, {{ name: room, type: string }},
+                   {{ name: from_id, type: bigint }} ]
     commit_interval: 0s
     queries:
       - {{ name: placed, sql: placed.sql, sinks: [ {{ parquet: {{}} }} ] }}
@@ -319,7 +348,10 @@ fn a_running_pipeline_follows_a_compacted_topic_and_a_replaced_file() {
     wait_for_metric(&address, placed, 5.0);
     // 2: m1 moves to rack r9, and the racks file is replaced.
     produce(&broker, "machines", &[("m1", Some(&machine("r9", "m1")))]);
-    replace_file(&racks, "r1,room-a\nr2,room-c\nr9,room-z\n");
+    replace_file(
+        &racks,
+        "rack,room,from_id\nr1,room-a,0\nr2,room-c,0\nr9,room-z,0\n",
+    );
     wait_for_metric(
         &address,
         "streamsql_table_loads_total{pipeline=\"p\",table=\"machines\"",
@@ -333,7 +365,7 @@ fn a_running_pipeline_follows_a_compacted_topic_and_a_replaced_file() {
     send(&readings(5..7, &["m1", "m2"]));
     wait_for_metric(&address, placed, 7.0);
     // 3: a broken racks file is refused; the last good version stays.
-    replace_file(&racks, "r1,room-a\nr2\n");
+    replace_file(&racks, "rack,room,from_id\nr1,room-a,0\nr2\n");
     wait_for_metric(
         &address,
         "streamsql_table_failures_total{pipeline=\"p\",table=\"racks\"",
@@ -351,7 +383,7 @@ fn a_running_pipeline_follows_a_compacted_topic_and_a_replaced_file() {
     got.sort();
     let want = [
         "0|m1|r1|room-a",
-        "1|m2|r2|room-b",
+        "1|m2|r2|NULL",
         "2|m3|NULL|NULL",
         "3|m4|NULL|NULL",
         "4|m5|NULL|NULL",
