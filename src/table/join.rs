@@ -2,13 +2,17 @@
 //! physical optimizer rule ([`LookupJoins`]) wherever one side scans lookup
 //! tables only.
 //!
-//! A hash join would hash the whole table again for every micro-batch and
-//! emit rows in the order of its hash table. This node indexes the table's
-//! current version once (again only when a new version is read) and emits
+//! Our plans are built once and executed again for every micro-batch.
+//! DataFusion's hash join builds its hash table once per plan (a shared
+//! `OnceAsync`): executed again, it joins with the first execution's build
+//! side, the first batch's events or the table's first version (measured on
+//! Nexmark q13: 76 distinct side values in the output instead of 10,000).
+//! This node indexes the table's current version once, and again only when
+//! a new version is read, looks each batch's events up in it, and emits
 //! each event's matches in the events' order, so what follows sees the same
 //! rows in the same order however the stream is cut.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
