@@ -148,16 +148,7 @@ async fn reference(clicks: &Events, views: &Events, join: &str) -> Vec<String> {
         ctx.register_batch(name, events.batch(|i| !late[i]))
             .unwrap();
     }
-    let batches = ctx
-        .sql(&join_sql(join))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let mut rows = common::batch_texts(&batches, &[]);
-    rows.sort();
-    rows
+    common::sorted_sql_rows(&ctx, &join_sql(join)).await
 }
 
 fn sorted_rows(dir: &Path) -> Vec<String> {

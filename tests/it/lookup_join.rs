@@ -100,16 +100,7 @@ async fn domain_windows_reference(usage: &Path, meta: &Path, parquet: &Path) -> 
     .collect()
     .await
     .unwrap();
-    let batches = ctx
-        .sql(DOMAIN_WINDOWS)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let mut rows = common::batch_texts(&batches, &[]);
-    rows.sort();
-    rows
+    common::sorted_sql_rows(&ctx, DOMAIN_WINDOWS).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,9 +211,7 @@ async fn nexmark_queries_equal_datafusion_batch_sql_in_and_out_of_order() {
                 true => format!("WITH {BIDS}{batch_sql}"),
                 false => format!("WITH {BIDS} {batch_sql}"),
             };
-            let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-            let mut rows = common::batch_texts(&batches, &[]);
-            rows.sort();
+            let rows = common::sorted_sql_rows(&ctx, &sql).await;
             assert!(!rows.is_empty(), "{name} has no rows in the reference");
             want.push((name, rows));
         }

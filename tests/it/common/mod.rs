@@ -238,6 +238,15 @@ pub fn batch_texts(batches: &[RecordBatch], skip: &[&str]) -> Vec<String> {
     rows
 }
 
+/// The rows DataFusion's batch SQL `sql` gives in `ctx`, as sorted text:
+/// the independent reference most tests compare with.
+pub async fn sorted_sql_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut rows = batch_texts(&batches, &[]);
+    rows.sort();
+    rows
+}
+
 /// Asserts two sorted row lists are equal, showing the first difference.
 pub fn assert_same_rows(table: &str, want: &[String], got: &[String]) {
     assert_eq!(want.len(), got.len(), "rows of {table}");
