@@ -182,9 +182,12 @@ pub fn start(
                 match reader.refresh(&thread_stop) {
                     Ok(None) => {}
                     Ok(Some(version)) => {
-                        let count = version.num_rows();
-                        match keep_last_per_key(version, &key).and_then(|v| rows.replace(v)) {
-                            Ok(()) => {
+                        let kept = keep_last_per_key(version, &key).and_then(|v| {
+                            let count = v.num_rows();
+                            rows.replace(v).map(|()| count)
+                        });
+                        match kept {
+                            Ok(count) => {
                                 tracing::info!(table = %name, rows = count, "lookup table read again")
                             }
                             Err(e) => failed(&rows, &name, &e),
