@@ -44,11 +44,7 @@ impl SourceConfig {
     /// Kafka message timestamp when `kafka.timestamp_column` asks for it,
     /// then the processing time when `processing_time_column` does.
     pub fn schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.column_type.data_type(), true))
-            .collect();
+        let mut fields: Vec<Field> = self.columns.iter().map(ColumnConfig::field).collect();
         for name in self.added_columns() {
             fields.push(Field::new(name, ColumnType::Timestamp.data_type(), true));
         }
@@ -215,6 +211,14 @@ pub struct ColumnConfig {
     /// `strftime` pattern, e.g. `%d/%b/%Y:%H:%M:%S %z` (Apache logs) or
     /// `%H:%M:%S` (a time of day, taken on 1970-01-01 UTC).
     pub format: Option<String>,
+}
+
+impl ColumnConfig {
+    /// The column as an Arrow field: its declared type, nullable (an empty
+    /// value is NULL).
+    pub fn field(&self) -> Field {
+        Field::new(&self.name, self.column_type.data_type(), true)
+    }
 }
 
 /// Column types an analyst can declare, with the names SQL users know.

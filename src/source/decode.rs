@@ -128,11 +128,8 @@ impl Decoder {
         regex: Option<(Regex, Vec<usize>)>,
         max_record_bytes: usize,
     ) -> Self {
-        let field = |c: &ColumnConfig, data_type| Field::new(&c.name, data_type, true);
         let record_schema = Arc::new(Schema::new(
-            (columns.iter())
-                .map(|c| field(c, c.column_type.data_type()))
-                .collect::<Vec<_>>(),
+            columns.iter().map(ColumnConfig::field).collect::<Vec<_>>(),
         ));
         let text_schema = Arc::new(Schema::new(
             columns
@@ -144,7 +141,7 @@ impl Decoder {
                     } else {
                         c.column_type.data_type()
                     };
-                    field(c, data_type)
+                    Field::new(&c.name, data_type, true)
                 })
                 .collect::<Vec<_>>(),
         ));

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::SourceConfig;
-use super::{Decoder, RawRecord, SourceBatch, SourcePosition};
+use super::{Decoder, Records, SourceBatch, SourcePosition};
 use crate::error::Result;
 
 /// One micro-batch of raw records: (line number where they were written, text).
@@ -35,23 +35,17 @@ impl InlineRows {
     /// The next micro-batch, decoded, or `None` when all were given.
     pub fn next_batch(&mut self) -> Option<Result<SourceBatch>> {
         let batch = self.batches.pop_front()?;
-        let mut bytes = Vec::new();
-        let mut records = Vec::with_capacity(batch.lines.len());
+        let mut records = Records::default();
         for (index, text) in &batch.lines {
-            let start = bytes.len();
-            bytes.extend_from_slice(text.as_bytes());
-            records.push(RawRecord {
-                bytes: start..bytes.len(),
-                origin: Arc::clone(&batch.origin),
-                index: *index,
-                timestamp: None,
-            });
-            bytes.push(b'\n');
+            records.push(text.as_bytes(), &batch.origin, *index, None);
         }
         let position = SourcePosition::Replay {
             file: batch.origin.to_string(),
-            line: records.last().map_or(0, |r| r.index),
+            line: records.lines.last().map_or(0, |r| r.index),
         };
-        Some(self.decoder.decode(&bytes, &records, position))
+        Some(
+            self.decoder
+                .decode(&records.bytes, &records.lines, position),
+        )
     }
 }

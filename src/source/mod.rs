@@ -57,6 +57,28 @@ impl fmt::Display for RawRecord {
     }
 }
 
+/// Records laid end to end as [`Decoder`] reads them: each record's bytes,
+/// then a newline, and each one's place and origin in `lines`.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub bytes: Vec<u8>,
+    pub lines: Vec<RawRecord>,
+}
+
+impl Records {
+    pub fn push(&mut self, text: &[u8], origin: &Arc<str>, index: u64, timestamp: Option<i64>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(text);
+        self.lines.push(RawRecord {
+            bytes: start..self.bytes.len(),
+            origin: Arc::clone(origin),
+            index,
+            timestamp,
+        });
+        self.bytes.push(b'\n');
+    }
+}
+
 /// One micro-batch from a source.
 #[derive(Debug, Clone)]
 pub struct SourceBatch {

@@ -21,7 +21,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{TableConfig, TableFormat, TableReader, schema_of};
 use crate::error::{Result, StreamSqlError};
-use crate::source::{Decoder, RawRecord, open_file};
+use crate::source::{Decoder, Records, open_file};
 
 pub(super) struct FileTable {
     path: PathBuf,
@@ -71,33 +71,15 @@ impl FileTable {
         open_file(&self.path)?
             .read_to_end(&mut text)
             .map_err(|e| StreamSqlError::io(format!("cannot read {}", self.path.display()), e))?;
-        if text.last().is_some_and(|b| *b != b'\n') {
-            text.push(b'\n');
-        }
         let origin: Arc<str> = Arc::from(self.path.display().to_string());
-        let mut lines = Vec::new();
-        let mut start = 0;
-        for (n, end) in newlines(&text).enumerate() {
-            let skip = (n == 0 && self.header) || text[start..end].trim_ascii().is_empty();
+        let mut records = Records::default();
+        for (n, line) in text.split(|b| *b == b'\n').enumerate() {
+            let skip = (n == 0 && self.header) || line.trim_ascii().is_empty();
             if !skip {
-                lines.push(RawRecord {
-                    bytes: start..end,
-                    origin: Arc::clone(&origin),
-                    index: n as u64 + 1,
-                    timestamp: None,
-                });
+                records.push(line, &origin, n as u64 + 1, None);
             }
-            start = end + 1;
         }
-        // The decoder reads the records' bytes in one piece: keep only theirs.
-        let mut bytes = Vec::with_capacity(text.len());
-        for line in &mut lines {
-            let from = bytes.len();
-            bytes.extend_from_slice(&text[line.bytes.clone()]);
-            bytes.push(b'\n');
-            line.bytes = from..bytes.len() - 1;
-        }
-        let (rows, _, dead_letters) = decoder.records(&bytes, &lines)?;
+        let (rows, _, dead_letters) = decoder.records(&records.bytes, &records.lines)?;
         match dead_letters.first() {
             None => Ok(rows),
             Some(first) => Err(StreamSqlError::Table(format!(
@@ -148,14 +130,6 @@ impl FileTable {
         }
         Ok(concat_batches(&self.schema, &batches)?)
     }
-}
-
-/// The offsets of the newlines of `text`.
-fn newlines(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    text.iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i)
 }
 
 impl TableReader for FileTable {

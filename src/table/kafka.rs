@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{KafkaTableConfig, TableConfig, TableReader, TableStats};
 use crate::error::{Result, StreamSqlError};
-use crate::source::{Decoder, RawRecord};
+use crate::source::{Decoder, Records};
 
 /// Most messages one refresh takes, so a burst cannot hold a version back
 /// for long; the rest come with the next refresh.
@@ -142,7 +142,7 @@ impl KafkaTable {
     /// Applies `changes` in order: tombstones delete, values that decode
     /// replace; the others are skipped and counted.
     fn apply(&mut self, changes: Vec<Change>) -> Result<()> {
-        let (mut bytes, mut lines, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        let mut records = Records::default();
         let mut ordered = Vec::with_capacity(changes.len());
         for change in changes {
             if change.key.is_empty() {
@@ -152,22 +152,13 @@ impl KafkaTable {
             match change.value {
                 None => ordered.push((change.key, None)),
                 Some(value) => {
-                    let start = bytes.len();
-                    bytes.extend_from_slice(&value);
-                    bytes.push(b'\n');
-                    lines.push(RawRecord {
-                        bytes: start..start + value.len(),
-                        origin: change.origin,
-                        index: change.offset as u64,
-                        timestamp: None,
-                    });
-                    ordered.push((change.key.clone(), Some((lines.len() - 1, value))));
-                    keys.push(change.key);
+                    records.push(&value, &change.origin, change.offset as u64, None);
+                    ordered.push((change.key, Some((records.lines.len() - 1, value))));
                 }
             }
         }
-        let (_, decoded, dead_letters) = self.decoder.records(&bytes, &lines)?;
-        let mut good = vec![false; lines.len()];
+        let (_, decoded, dead_letters) = self.decoder.records(&records.bytes, &records.lines)?;
+        let mut good = vec![false; records.lines.len()];
         for line in decoded {
             good[line] = true;
         }
@@ -196,20 +187,12 @@ impl KafkaTable {
 
     /// Every key's value, decoded (they all decoded when applied).
     fn version(&self) -> Result<RecordBatch> {
-        let (mut bytes, mut lines) = (Vec::new(), Vec::new());
+        let mut records = Records::default();
         let origin: Arc<str> = Arc::from(format!("kafka:{}", self.topic));
         for (i, value) in self.values.values().enumerate() {
-            let start = bytes.len();
-            bytes.extend_from_slice(value);
-            bytes.push(b'\n');
-            lines.push(RawRecord {
-                bytes: start..start + value.len(),
-                origin: Arc::clone(&origin),
-                index: i as u64,
-                timestamp: None,
-            });
+            records.push(value, &origin, i as u64, None);
         }
-        Ok(self.decoder.records(&bytes, &lines)?.0)
+        Ok(self.decoder.records(&records.bytes, &records.lines)?.0)
     }
 }
 

@@ -22,13 +22,15 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 
 pub use config::{KafkaTableConfig, TableConfig, TableFormat, TableInput};
+
+use crate::source::ColumnConfig;
 pub use join::{LookupJoinExec, LookupJoins, LookupTableExec, scans_lookup_only};
 
 use crate::error::{Result, StreamSqlError};
@@ -37,7 +39,7 @@ use crate::error::{Result, StreamSqlError};
 pub fn schema_of(config: &TableConfig) -> SchemaRef {
     Arc::new(Schema::new(
         (config.columns.iter())
-            .map(|c| Field::new(&c.name, c.column_type.data_type(), true))
+            .map(ColumnConfig::field)
             .collect::<Vec<_>>(),
     ))
 }
@@ -267,7 +269,7 @@ fn keep_last_per_key(rows: RecordBatch, key: &[String]) -> Result<RecordBatch> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::datatypes::{DataType, Field};
 
     #[test]
     fn of_rows_with_one_key_the_last_is_kept_in_file_order() {
